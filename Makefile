@@ -1,0 +1,64 @@
+# Set-up and checks. Every target creates its own virtual environment.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONSTRAINTS := constraints/ci.txt
+BUF_VERSION := 1.75.0
+DEMO_DIR := build/demo
+
+.PHONY: help venv run test lint format protos protos-check buf-lint client-only ci clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[server,train,dev]'
+	$(BIN)/pip check
+	touch $@
+
+venv: $(BIN)/.installed  ## create .venv with every extra (pinned by constraints/ci.txt)
+
+run: venv  ## the main job: write a small example session, read it back and score it
+	$(BIN)/sensorium-data example $(DEMO_DIR)
+	$(BIN)/client inspect --validate $(DEMO_DIR)
+
+test: venv  ## run the test suite
+	$(BIN)/pytest
+
+lint: venv  ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: venv  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+protos: venv  ## regenerate the gRPC stubs from proto/
+	$(BIN)/python proto/generate_stubs.py
+
+protos-check: venv  ## fail when the committed stubs are stale
+	$(BIN)/python proto/generate_stubs.py --check
+
+.tools/node_modules/.bin/buf:
+	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
+
+buf-lint: .tools/node_modules/.bin/buf  ## lint the .proto files with buf
+	.tools/node_modules/.bin/buf lint
+
+client-only:  ## install with no extras into a fresh venv: client --help, no torch/onnxruntime
+	rm -rf .venv-client
+	$(PYTHON) -m venv .venv-client
+	.venv-client/bin/pip install -q -c $(CONSTRAINTS) .
+	.venv-client/bin/pip check
+	.venv-client/bin/client --help > /dev/null
+	.venv-client/bin/python -c "import sensorium_client.cli, sensorium_api, sys; \
+	bad = {'torch', 'onnxruntime'} & set(sys.modules); assert not bad, bad"
+	@echo "client-only install: ok"
+
+ci: lint protos-check buf-lint test client-only  ## everything CI runs
+
+clean:  ## remove environments and build outputs
+	rm -rf $(VENV) .venv-client .tools build dist *.egg-info

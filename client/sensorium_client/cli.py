@@ -1,0 +1,60 @@
+"""``client``: the command line of sensorium-serve's client side."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from sensorium_data import DataFormatError, find_sessions
+
+from sensorium_client import __version__
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    for path in args.paths:
+        for session in find_sessions(path):
+            if args.validate:
+                session.validate()
+            print(json.dumps(session.summary()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``client``."""
+    parser = argparse.ArgumentParser(
+        prog="client",
+        description="Client of sensorium-serve: predict mouse V1 responses and score models.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    inspect = sub.add_parser(
+        "inspect", help="summarise Sensorium 2023 session folders (trials per tier, neurons)"
+    )
+    inspect.add_argument("paths", nargs="+", help="session folders or folders of sessions")
+    inspect.add_argument(
+        "--validate", action="store_true", help="also check every trial file's presence and shape"
+    )
+    inspect.set_defaults(run=_inspect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.run(args))
+    except DataFormatError as err:
+        print(f"client: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

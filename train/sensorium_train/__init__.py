@@ -1,0 +1,1 @@
+"""PyTorch architectures (core, readout, shifter, modulator) and the training loop."""
