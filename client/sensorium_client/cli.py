@@ -8,9 +8,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from sensorium_data import DataFormatError, find_sessions
-
 from sensorium_client import __version__
+from sensorium_data import DataFormatError, find_sessions
 
 
 def _inspect(args: argparse.Namespace) -> int:

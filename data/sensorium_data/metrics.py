@@ -137,6 +137,12 @@ class MouseScorer:
         for name, array in (("responses", resp), ("predictions", pred)):
             if not np.isfinite(array).all():
                 raise ValueError(f"{name} of clip {clip_id!r} hold NaN or infinite values")
+        known = self.clips.get(clip_id)
+        if known is not None and known.mean_response.shape != resp.shape:
+            raise ValueError(
+                f"repeats of clip {clip_id!r} differ in scored length: "
+                f"{known.mean_response.shape[0]} and {resp.shape[0]} frames"
+            )
         self.n_trials += 1
         self.single.update(pred, resp)
         self._add_to_clip(clip_id, resp, pred)
@@ -152,11 +158,6 @@ class MouseScorer:
                 squared_error=((pred - resp) ** 2).sum(axis=0),
             )
             return
-        if clip.mean_response.shape != resp.shape:
-            raise ValueError(
-                f"repeats of clip {clip_id!r} differ in scored length: "
-                f"{clip.mean_response.shape[0]} and {resp.shape[0]} frames"
-            )
         clip.count += 1
         delta = resp - clip.mean_response
         clip.mean_response += delta / clip.count

@@ -57,8 +57,10 @@ class Trial:
     @cached_property
     def video(self) -> np.ndarray:
         """Video frames, H x W x T (NaN-padded), grayscale 0..255."""
+        path = self.path(layout.VIDEOS)
+        video = check_numeric(load_npy(path, "a video, H x W x T"), path, "a video")
         h, w = self.session.frame_shape
-        return self._load(layout.VIDEOS, (h, w, None), f"a video of {h} x {w} x T frames")
+        return check_shape(video, path, (h, w, None), f"a video of {h} x {w} x T frames")
 
     @cached_property
     def n_frames(self) -> int:
@@ -151,7 +153,7 @@ class Session:
         tiers = load_npy(tiers_path, "one tier name per trial", mmap=False, allow_object=True)
         check_shape(tiers, tiers_path, (None,), "one tier name per trial")
         self.tiers = tiers.astype(str)
-        unknown = sorted(set(self.tiers) - set(layout.TIERS))
+        unknown = sorted({str(t) for t in self.tiers} - set(layout.TIERS))
         if unknown:
             raise DataFormatError(
                 f"{tiers_path}: unknown tiers {unknown}; expected only {list(layout.TIERS)}"
@@ -264,6 +266,9 @@ class Session:
         Raises:
             DataFormatError: naming the first bad file.
         """
+        _ = self.cell_motor_coordinates, self.config
+        for name in (layout.CLIP_IDS, layout.STIMULUS_TYPES):
+            self.trial_meta(name)
         for trial in self.trials():
             _ = trial.video, trial.behavior, trial.pupil_center
             if trial.path(layout.RESPONSES).is_file():

@@ -10,12 +10,12 @@ import numpy as np
 
 from sensorium_api.v1 import predictor_pb2 as pb
 
-_TO_NUMPY: dict["pb.DataType", np.dtype] = {
+_TO_NUMPY: dict[pb.DataType, np.dtype] = {
     pb.DATA_TYPE_UINT8: np.dtype("u1"),
     pb.DATA_TYPE_FLOAT16: np.dtype("<f2"),
     pb.DATA_TYPE_FLOAT32: np.dtype("<f4"),
 }
-_TO_WIRE: dict[np.dtype, "pb.DataType"] = {
+_TO_WIRE: dict[np.dtype, pb.DataType] = {
     np.dtype(d).newbyteorder("="): code for code, d in _TO_NUMPY.items()
 }
 

@@ -1,0 +1,49 @@
+"""The installed console scripts, run as a user would."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import write_hand_session
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which(args[0], path=str(Path(sys.executable).parent))
+    assert exe is not None, f"console script {args[0]} is not installed"
+    return subprocess.run([exe, *args[1:]], capture_output=True, text=True, timeout=120)
+
+
+def test_client_help() -> None:
+    result = run("client", "--help")
+    assert result.returncode == 0
+    assert "inspect" in result.stdout
+
+
+def test_client_inspect_hand_written(tmp_path: Path) -> None:
+    write_hand_session(tmp_path, name="dynamic1-1-1-Video-a")
+    result = run("client", "inspect", "--validate", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["trials"] == 5
+    assert summary["tiers"]["oracle"] == 2
+
+
+def test_client_inspect_broken_names_the_file(tmp_path: Path) -> None:
+    path = write_hand_session(tmp_path)
+    (path / "data/behavior/3.npy").write_bytes(b"garbage")
+    result = run("client", "inspect", "--validate", str(path))
+    assert result.returncode == 2
+    assert "data/behavior/3.npy: unreadable" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_example_session_scores_its_noise_ceiling(tmp_path: Path) -> None:
+    result = run("sensorium-data", "example", str(tmp_path), "--neurons", "12")
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if "single_trial_correlation" in x)
+    ceiling = float(line.split("=")[1])
+    assert 0.1 < ceiling < 1.0

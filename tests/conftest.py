@@ -1,0 +1,60 @@
+"""Shared fixtures: real files on disk in the Sensorium 2023 layout."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HandWritten = Callable[..., Path]
+
+
+def write_hand_session(
+    root: Path,
+    name: str = "dynamic29515-10-12-Video-9b4f6a1a067fe51e15306b9628efea20",
+    n_neurons: int = 7,
+    lengths: tuple[int, ...] = (20, 20, 13, 20, 9),
+    tiers: tuple[str, ...] = ("train", "oracle", "oracle", "live_test_main", "final_test_bonus"),
+    padded: int = 20,
+    tiers_dtype: str | None = None,
+) -> Path:
+    """Write a session with plain np.save calls, as the real release lays it out."""
+    rng = np.random.default_rng(1)
+    path = root / name
+    for sub in ("videos", "responses", "behavior", "pupil_center"):
+        (path / "data" / sub).mkdir(parents=True)
+    base_video = rng.uniform(0, 255, size=(36, 64, padded))
+    for i, (length, tier) in enumerate(zip(lengths, tiers, strict=True)):
+        video = base_video.copy() if tier == "oracle" else rng.uniform(0, 255, (36, 64, padded))
+        arrays = {
+            "videos": video,
+            "responses": rng.gamma(1.0, size=(n_neurons, padded)),
+            "behavior": rng.normal(size=(2, padded)),
+            "pupil_center": rng.normal(size=(2, padded)),
+        }
+        for sub, array in arrays.items():
+            array = array.astype(np.float32)
+            array[..., length:] = np.nan
+            np.save(path / "data" / sub / f"{i}.npy", array)
+    (path / "meta/trials").mkdir(parents=True)
+    np.save(path / "meta/trials/tiers.npy", np.array(tiers, dtype=tiers_dtype))
+    (path / "meta/neurons").mkdir(parents=True)
+    np.save(path / "meta/neurons/unit_ids.npy", np.arange(n_neurons) + 1)
+    np.save(path / "meta/neurons/cell_motor_coordinates.npy", rng.normal(size=(n_neurons, 3)))
+    shapes = {"videos": (), "responses": (n_neurons,), "behavior": (2,), "pupil_center": (2,)}
+    for var, shape in shapes.items():
+        folder = path / "meta/statistics" / var / "all"
+        folder.mkdir(parents=True)
+        for stat in ("min", "max", "mean", "std", "median"):
+            np.save(folder / f"{stat}.npy", np.ones(shape, dtype=np.float32))
+    (path / "config.json").write_text(json.dumps({"data_keys": list(shapes)}))
+    return path
+
+
+@pytest.fixture
+def hand_session(tmp_path: Path) -> Path:
+    """A session folder written by hand (not by our writer)."""
+    return write_hand_session(tmp_path)
