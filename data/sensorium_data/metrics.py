@@ -102,7 +102,9 @@ class MouseMetrics:
 class MouseScorer:
     """Accumulates the trials of one mouse and computes its metrics.
 
-    Memory is bounded by the clips, not the trials: per clip three T x N arrays.
+    Memory is bounded by the open clips, not the trials: three T x N arrays per
+    clip. A caller that feeds trials clip by clip can :meth:`close_clip` each one
+    when its repeats are all in, keeping one clip in memory at a time.
     """
 
     def __init__(self, n_neurons: int, skip_frames: int = SCORED_FROM_FRAME) -> None:
@@ -110,8 +112,16 @@ class MouseScorer:
         self.n_neurons = n_neurons
         self.skip_frames = skip_frames
         self.single = Pearson(n_neurons)
+        self.average = Pearson(n_neurons)
         self.clips: dict[str, _Clip] = {}
+        self.closed: set[str] = set()
         self.n_trials = 0
+        self.n_repeated_clips = 0
+        zeros = np.zeros(n_neurons, dtype=np.float64)
+        # FEVE terms over the clips shown at least twice.
+        self._noise_sum, self._sse = zeros.copy(), zeros.copy()
+        self._conditions = 0
+        self._total_n, self._total_mean, self._total_m2 = 0, zeros.copy(), zeros.copy()
 
     def add(self, responses: np.ndarray, predictions: np.ndarray, clip_id: str) -> None:
         """Add one trial.
@@ -122,8 +132,8 @@ class MouseScorer:
             clip_id: Identity of the clip shown; repeats share it.
 
         Raises:
-            ValueError: shapes differ, N is wrong, values are not finite, or a
-                repeat of ``clip_id`` has another length.
+            ValueError: shapes differ, N is wrong, values are not finite, a repeat
+                of ``clip_id`` has another length, or the clip was closed.
         """
         if responses.shape != predictions.shape or responses.ndim != 2:
             raise ValueError(
@@ -132,6 +142,8 @@ class MouseScorer:
             )
         if responses.shape[1] != self.n_neurons:
             raise ValueError(f"expected {self.n_neurons} neurons, got {responses.shape[1]}")
+        if clip_id in self.closed:
+            raise ValueError(f"clip {clip_id!r} was already closed; add its repeats first")
         resp = np.asarray(responses[self.skip_frames :], dtype=np.float64)
         pred = np.asarray(predictions[self.skip_frames :], dtype=np.float64)
         for name, array in (("responses", resp), ("predictions", pred)):
@@ -165,40 +177,54 @@ class MouseScorer:
         clip.sum_prediction += pred
         clip.squared_error += ((pred - resp) ** 2).sum(axis=0)
 
+    def close_clip(self, clip_id: str) -> None:
+        """Fold a clip's repeats into the totals and free its arrays."""
+        clip = self.clips.pop(clip_id)
+        self.closed.add(clip_id)
+        self.average.update(clip.sum_prediction / clip.count, clip.mean_response)
+        frames = clip.mean_response.shape[0]
+        if clip.count < 2 or frames == 0:
+            return
+        self.n_repeated_clips += 1
+        self._noise_sum += (clip.m2_response / (clip.count - 1)).sum(axis=0)
+        self._conditions += frames
+        self._sse += clip.squared_error
+        # Merge this clip's response moments into the total (Chan et al.).
+        n = clip.count * frames
+        mean = clip.mean_response.mean(axis=0)
+        m2 = clip.m2_response.sum(axis=0)
+        m2 += clip.count * ((clip.mean_response - mean) ** 2).sum(axis=0)
+        total = self._total_n + n
+        delta = mean - self._total_mean
+        self._total_m2 += m2 + delta**2 * (self._total_n * n / total)
+        self._total_mean += delta * (n / total)
+        self._total_n = total
+
     def result(self) -> MouseMetrics:
-        """Compute the metrics of the trials added so far."""
-        average = Pearson(self.n_neurons)
-        for clip in self.clips.values():
-            average.update(clip.sum_prediction / clip.count, clip.mean_response)
+        """Close every open clip and compute the metrics of all trials added."""
+        for clip_id in list(self.clips):
+            self.close_clip(clip_id)
         fev, feve = self._fev()
         return MouseMetrics(
             single_trial_correlation=self.single.correlation(),
-            correlation_to_average=average.correlation(),
+            correlation_to_average=self.average.correlation(),
             fev=fev,
             feve=feve,
             n_trials=self.n_trials,
             n_scored_frames=self.single.n,
-            n_clips=len(self.clips),
-            n_repeated_clips=sum(c.count >= 2 for c in self.clips.values()),
+            n_clips=len(self.closed),
+            n_repeated_clips=self.n_repeated_clips,
         )
 
     def _fev(self) -> tuple[np.ndarray, np.ndarray]:
         """FEV and FEVE per neuron over the clips shown at least twice (NaN if none)."""
-        repeated = [c for c in self.clips.values() if c.count >= 2 and c.mean_response.size]
-        nan = np.full(self.n_neurons, np.nan)
-        if not repeated:
+        if self._conditions == 0:
+            nan = np.full(self.n_neurons, np.nan)
             return nan, nan.copy()
-        noise = np.concatenate([c.m2_response / (c.count - 1) for c in repeated]).mean(axis=0)
-        # Total variance of all responses of these trials, merged from per-clip moments.
-        samples = sum(c.count * c.mean_response.shape[0] for c in repeated)
-        grand = sum(c.mean_response.sum(axis=0) * c.count for c in repeated) / samples
-        m2 = sum(
-            c.m2_response.sum(axis=0) + c.count * ((c.mean_response - grand) ** 2).sum(axis=0)
-            for c in repeated
-        )
+        noise = self._noise_sum / self._conditions
         with np.errstate(divide="ignore", invalid="ignore"):
-            total = m2 / (samples - 1)
-            mse = sum(c.squared_error for c in repeated) / samples
+            total = self._total_m2 / (self._total_n - 1)
+            mse = self._sse / self._total_n
             fev = 1.0 - noise / total
             feve = 1.0 - (mse - noise) / (total - noise)
         return np.asarray(fev), np.asarray(feve)

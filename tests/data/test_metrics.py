@@ -188,3 +188,21 @@ def test_aggregations_are_named_and_differ() -> None:
     kept = np.concatenate([small.feve_neurons(), large.feve_neurons()])
     assert feve[POOLED] == pytest.approx(kept.mean())
     assert feve["per_mouse"]["m2"] == pytest.approx(large.feve[large.fev >= 0.15].mean())
+
+
+def test_closing_clips_one_by_one_gives_the_same_result() -> None:
+    rng = np.random.default_rng(8)
+    trials = make_trials(rng, 7, {"a": (3, 120), "b": (2, 90), "c": (1, 100)})
+    scorer = MouseScorer(7)
+    for clip in ("a", "b", "c"):
+        for r, p, c in trials:
+            if c == clip:
+                scorer.add(r, p, c)
+        scorer.close_clip(clip)
+        assert list(scorer.clips) == []
+    streamed = scorer.result()
+    whole = score_mouse(trials, 7)
+    np.testing.assert_allclose(streamed.feve, whole.feve, rtol=1e-12)
+    np.testing.assert_allclose(streamed.correlation_to_average, whole.correlation_to_average)
+    with pytest.raises(ValueError, match="clip 'a' was already closed"):
+        scorer.add(trials[0][0], trials[0][1], "a")
