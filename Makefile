@@ -6,7 +6,7 @@ CONSTRAINTS := constraints/ci.txt
 BUF_VERSION := 1.75.0
 DEMO_DIR := build/demo
 
-.PHONY: help venv run test lint format protos protos-check buf-lint client-only ci clean
+.PHONY: help venv run synth-default test lint format protos protos-check buf-lint client-only ci clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -20,9 +20,12 @@ $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 
 venv: $(BIN)/.installed  ## create .venv with every extra (pinned by constraints/ci.txt)
 
-run: venv  ## the main job: write a small example session, read it back and score it
-	$(BIN)/sensorium-data example $(DEMO_DIR)
+run: venv  ## the main job: a small synthetic mouse, written, validated, its noise ceiling printed
+	$(BIN)/sensorium-synth --small --out $(DEMO_DIR) --overwrite
 	$(BIN)/client inspect --validate $(DEMO_DIR)
+
+synth-default: venv  ## the full-scale synthetic mouse (8,000 neurons, 700 trials) in build/synth
+	$(BIN)/sensorium-synth --out build/synth --overwrite
 
 test: venv  ## run the test suite
 	$(BIN)/pytest

@@ -39,11 +39,3 @@ def test_client_inspect_broken_names_the_file(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "data/behavior/3.npy: unreadable" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def test_example_session_scores_its_noise_ceiling(tmp_path: Path) -> None:
-    result = run("sensorium-data", "example", str(tmp_path), "--neurons", "12")
-    assert result.returncode == 0, result.stderr
-    line = next(x for x in result.stdout.splitlines() if "single_trial_correlation" in x)
-    ceiling = float(line.split("=")[1])
-    assert 0.1 < ceiling < 1.0

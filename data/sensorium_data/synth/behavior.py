@@ -55,14 +55,14 @@ def _pupil_center(rng: np.random.Generator, n: int) -> np.ndarray:
     """Slow drift plus saccades (about one every 3 s, 3 to 12 px)."""
     drift = np.stack([_ar1(rng, n, 60, 2.0, rng.normal(scale=2)) for _ in range(2)])
     jumps = np.zeros((2, n))
-    for t in np.flatnonzero(rng.random(n) < 1 / 90):
+    for t in np.flatnonzero(rng.random(n) < 1 / 90).tolist():
         angle = rng.uniform(0, 2 * np.pi)
         size = rng.uniform(3, 12)
         jumps[:, t] = size * np.cos(angle), size * np.sin(angle) * 0.6
     # Saccades return towards rest: integrate jumps with a slow leak.
     position = np.zeros((2, n))
-    for t in range(1, n):
-        position[:, t] = position[:, t - 1] * 0.995 + jumps[:, t]
+    for step in range(1, n):
+        position[:, step] = position[:, step - 1] * 0.995 + jumps[:, step]
     center = PUPIL_CENTER_REST[:, None] + drift + position
     return center + rng.normal(scale=0.3, size=(2, n))
 

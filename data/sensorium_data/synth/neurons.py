@@ -200,12 +200,16 @@ def calibrate(pop: Population, drives: list[np.ndarray]) -> Population:
 
 def firing_rates(pop: Population, drive: np.ndarray, behavior: np.ndarray) -> np.ndarray:
     """Noise-free rates, T x N, from the drive and behaviour (2 x T)."""
-    z = (drive - pop.drive_mean) / pop.drive_std
-    running = np.tanh(behavior[1] / 10.0)[:, None]
-    pupil = np.clip((behavior[0] - 18.0) / 4.0, -3, 3)[:, None]
-    gain = np.exp(pop.gain_running * running + pop.gain_pupil * pupil)
-    rates = pop.amplitude * np.logaddexp(0.0, 1.6 * gain * z - pop.threshold)
-    return rates.astype(np.float32)
+    f32 = np.float32
+    z = (drive - pop.drive_mean.astype(f32)) / pop.drive_std.astype(f32)
+    running = np.tanh(behavior[1] / 10.0).astype(f32)[:, None]
+    pupil = np.clip((behavior[0] - 18.0) / 4.0, -3, 3).astype(f32)[:, None]
+    gain = np.exp(pop.gain_running.astype(f32) * running + pop.gain_pupil.astype(f32) * pupil)
+    z *= f32(1.6) * gain
+    z -= pop.threshold.astype(f32)
+    rates = np.logaddexp(f32(0.0), z, out=z)
+    rates *= pop.amplitude.astype(f32)
+    return rates
 
 
 def noisy_responses(
@@ -222,5 +226,5 @@ def noisy_responses(
     gain = np.exp(latent - latent_std**2 / 2)[:, pop.assembly].astype(np.float32)
     mean = rates * gain
     noise = rng.standard_normal(rates.shape, dtype=np.float32)
-    noisy = mean + pop.noise_scale.astype(np.float32) * np.sqrt(mean + 0.05) * noise
+    noisy = mean + pop.noise_scale.astype(np.float32) * np.sqrt(mean + 0.01) * noise
     return np.maximum(noisy, 0.0, out=noisy)
