@@ -33,6 +33,11 @@ FEV_THRESHOLD: Final = 0.15
 METRICS: Final = ("single_trial_correlation", "correlation_to_average", "feve")
 
 
+def _column_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-column dot products of two T x N arrays, without a T x N temporary."""
+    return np.einsum("tn,tn->n", a, b)
+
+
 class Pearson:
     """Per-neuron Pearson correlation accumulated over batches of frames (Chan merge)."""
 
@@ -55,9 +60,9 @@ class Pearson:
         total = self.n + k
         ex, ey = mx - self.mean_x, my - self.mean_y
         weight = self.n * k / total
-        self.m2_x += (dx * dx).sum(axis=0) + ex * ex * weight
-        self.m2_y += (dy * dy).sum(axis=0) + ey * ey * weight
-        self.c_xy += (dx * dy).sum(axis=0) + ex * ey * weight
+        self.m2_x += _column_dot(dx, dx) + ex * ex * weight
+        self.m2_y += _column_dot(dy, dy) + ey * ey * weight
+        self.c_xy += _column_dot(dx, dy) + ex * ey * weight
         self.mean_x += ex * (k / total)
         self.mean_y += ey * (k / total)
         self.n = total
@@ -160,6 +165,7 @@ class MouseScorer:
         self._add_to_clip(clip_id, resp, pred)
 
     def _add_to_clip(self, clip_id: str, resp: np.ndarray, pred: np.ndarray) -> None:
+        error = pred - resp
         clip = self.clips.get(clip_id)
         if clip is None:
             self.clips[clip_id] = _Clip(
@@ -167,7 +173,7 @@ class MouseScorer:
                 mean_response=resp.copy(),
                 m2_response=np.zeros_like(resp),
                 sum_prediction=pred.copy(),
-                squared_error=((pred - resp) ** 2).sum(axis=0),
+                squared_error=_column_dot(error, error),
             )
             return
         clip.count += 1
@@ -175,7 +181,7 @@ class MouseScorer:
         clip.mean_response += delta / clip.count
         clip.m2_response += delta * (resp - clip.mean_response)
         clip.sum_prediction += pred
-        clip.squared_error += ((pred - resp) ** 2).sum(axis=0)
+        clip.squared_error += _column_dot(error, error)
 
     def close_clip(self, clip_id: str) -> None:
         """Fold a clip's repeats into the totals and free its arrays."""

@@ -28,40 +28,53 @@ def load_rates(session: Session, trial: int) -> np.ndarray:
     return np.asarray(rates[:, : session.trial(trial).length].T, dtype=np.float32)
 
 
+def _groups(session: Session) -> dict[str, list[int]]:
+    """Trial indices (with responses) per group: tier, track, bonus stimulus type."""
+    groups: dict[str, list[int]] = {}
+    for tier in SCORED_TIERS:
+        groups[tier] = session.trial_indices(tier).tolist()
+    for name, tiers in TRACKS.items():
+        groups[f"track:{name}"] = session.trial_indices(tiers).tolist()
+    types = session.trial_meta("stimulus_types")
+    if types is not None:
+        for index in session.trial_indices(BONUS_TEST_TIERS).tolist():
+            groups.setdefault(f"bonus:{types[index]}", []).append(index)
+    return {name: members for name, members in groups.items() if members}
+
+
 def compute_ceiling(session: Session) -> dict[str, Any]:
     """Score the true rates against the responses per tier, per track, per stimulus type.
 
-    Trials are fed clip by clip and each clip is closed when done, so memory holds
-    one clip at a time.
+    Each trial is read once and fed to every group it belongs to; trials go in clip
+    by clip and each clip is closed when done, so memory holds one clip per group.
     """
-    groups: dict[str, list[str]] = {t: [t] for t in SCORED_TIERS}
-    groups.update({f"track:{name}": list(tiers) for name, tiers in TRACKS.items()})
-    types = session.trial_meta("stimulus_types")
-    bonus = session.trial_indices(BONUS_TEST_TIERS)
-    if types is not None:
-        for kind in sorted({str(types[i]) for i in bonus}):
-            groups[f"bonus:{kind}"] = list(BONUS_TEST_TIERS)
+    groups = _groups(session)
+    membership: dict[int, list[str]] = defaultdict(list)
+    for name, members in groups.items():
+        for index in members:
+            membership[index].append(name)
+    by_clip: dict[str, list[int]] = defaultdict(list)
+    for index in sorted(membership):
+        trial = session.trial(index)
+        if trial.has_responses:
+            by_clip[trial.clip_id].append(index)
+    scorers = {name: MouseScorer(session.n_neurons) for name in groups}
+    counts: dict[str, int] = defaultdict(int)
+    for clip_id, members in by_clip.items():
+        for index in members:
+            responses = session.trial(index).response_frames()
+            rates = load_rates(session, index)
+            for name in membership[index]:
+                scorers[name].add(responses, rates, clip_id)
+                counts[name] += 1
+        for name in {g for index in members for g in membership[index]}:
+            scorers[name].close_clip(clip_id)
     results: dict[str, dict[str, float]] = {}
-    for group, tiers in groups.items():
-        indices = session.trial_indices(tiers)
-        if group.startswith("bonus:") and types is not None:
-            indices = np.array([i for i in indices if str(types[i]) == group[6:]])
-        trials = [session.trial(int(i)) for i in indices]
-        trials = [t for t in trials if t.has_responses]
-        if not trials:
-            continue
-        by_clip: dict[str, list[int]] = defaultdict(list)
-        for trial in trials:
-            by_clip[trial.clip_id].append(trial.index)
-        scorer = MouseScorer(session.n_neurons)
-        for clip_id, members in by_clip.items():
-            for index in members:
-                trial = session.trial(index)
-                scorer.add(trial.response_frames(), load_rates(session, index), clip_id)
-            scorer.close_clip(clip_id)
-        figures = aggregate({session.name: scorer.result()})
-        results[group] = {m: figures[m]["pooled_neurons"] for m in METRICS}
-        results[group]["trials"] = len(trials)
+    for name, scorer in scorers.items():
+        if counts[name]:
+            figures = aggregate({session.name: scorer.result()})
+            results[name] = {m: figures[m]["pooled_neurons"] for m in METRICS}
+            results[name]["trials"] = counts[name]
     return {"session": session.name, "ceiling": results}
 
 

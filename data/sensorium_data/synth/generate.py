@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,30 +29,56 @@ from sensorium_data.synth.stimuli import STIMULI, natural_movie, stimulus_statis
 from sensorium_data.writer import SessionWriter
 
 CALIBRATION_MOVIES = 3
+CHUNK = 1024  # neurons per simulation task
 
 
 class SyntheticMouse:
-    """One mouse's neuron population, calibrated on natural movies."""
+    """One mouse's neuron population, calibrated on natural movies.
+
+    Simulation runs on chunks of neurons in a thread pool (numpy releases the GIL),
+    with one random stream per chunk so results do not depend on the thread count.
+    """
 
     def __init__(self, config: SynthConfig, mouse: int) -> None:
         """Draw the population of mouse ``mouse`` of ``config``."""
         rng = np.random.default_rng([config.seed, 2000 + mouse])
         population = neurons.sample_population(rng, config.neurons, config.frame_shape)
         self.filters = neurons.spatial_filters(population, config.frame_shape)
+        self.n = config.neurons
+        self.chunks = [slice(i, min(i + CHUNK, self.n)) for i in range(0, self.n, CHUNK)]
+        self._pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1))
         drives = []
         for i in range(CALIBRATION_MOVIES):
             calib = np.random.default_rng([config.seed, 3000 + mouse, i])
             video = natural_movie(calib, config.max_frames, *config.frame_shape)
             behavior = sample_behavior(calib, config.max_frames)
-            retina = neurons.retinal_image(video, behavior.pupil_center)
-            drives.append(neurons.linear_drive(population, self.filters, retina))
+            even, odd = self._project(video, behavior)
+            drives.append(neurons.linear_drive(population, even, odd))
         self.population = neurons.calibrate(population, drives)
 
-    def rates(self, video: np.ndarray, behavior: Behavior) -> np.ndarray:
-        """Noise-free rates (T x N) for a clip (T x H x W) and behaviour."""
-        retina = neurons.retinal_image(video, behavior.pupil_center)
-        drive = neurons.linear_drive(self.population, self.filters, retina)
-        return neurons.firing_rates(self.population, drive, behavior.behavior)
+    def _project(self, video: np.ndarray, behavior: Behavior) -> tuple[np.ndarray, np.ndarray]:
+        projected = neurons.retinal_image(video, behavior.pupil_center) @ self.filters
+        return projected[:, : self.n], projected[:, self.n :]
+
+    def simulate(
+        self, video: np.ndarray, behavior: Behavior, seed: list[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Noise-free rates and noisy responses (each T x N) to a clip (T x H x W)."""
+        even, odd = self._project(video, behavior)
+        latent = neurons.latent_gain(np.random.default_rng([*seed, 0]), video.shape[0])
+        rates = np.empty_like(even)
+        responses = np.empty_like(even)
+
+        def run(chunk: int) -> None:
+            span = self.chunks[chunk]
+            pop = self.population.take(span)
+            drive = neurons.linear_drive(pop, even[:, span], odd[:, span])
+            rates[:, span] = neurons.firing_rates(pop, drive, behavior.behavior)
+            rng = np.random.default_rng([*seed, 1 + chunk])
+            responses[:, span] = neurons.noisy_responses(pop, rates[:, span], latent, rng)
+
+        list(self._pool.map(run, range(len(self.chunks))))
+        return rates, responses
 
 
 def _clip(config: SynthConfig, plan: TrialPlan) -> np.ndarray:
@@ -102,10 +130,9 @@ def generate_session(
                     cache[trial.clip_id] = video
                 if len(stats[trial.stimulus_type]) < 8:
                     stats[trial.stimulus_type].append(stimulus_statistics(video))
-            rng = np.random.default_rng([config.seed, 4000 + mouse, index])
-            behavior = sample_behavior(rng, trial.length)
-            rates = model.rates(video, behavior)
-            responses = neurons.noisy_responses(pop, rates, rng)
+            seed = [config.seed, 4000 + mouse, index]
+            behavior = sample_behavior(np.random.default_rng(seed), trial.length)
+            rates, responses = model.simulate(video, behavior, [*seed, 1])
             writer.add_trial(
                 trial.tier,
                 np.moveaxis(video, 0, -1),

@@ -30,7 +30,7 @@ from sensorium_data.synth.behavior import PUPIL_CENTER_REST
 
 LAGS = 10  # frames of temporal kernel (333 ms at 30 Hz)
 DOWNSAMPLE = 2  # receptive fields are computed on a 2x coarser grid
-EYE_GAIN = 0.5  # screen pixels of image shift per eye-camera pixel
+EYE_GAIN = 0.25  # screen pixels of image shift per eye-camera pixel
 N_ASSEMBLIES = 12
 
 
@@ -61,6 +61,10 @@ class Population:
     def n_neurons(self) -> int:
         """Number of neurons."""
         return int(self.unit_ids.shape[0])
+
+    def take(self, neurons: slice) -> Population:
+        """The parameters of a slice of the neurons (views, no copies)."""
+        return Population(**{k: v[neurons] for k, v in asdict(self).items()})
 
     def save(self, path: Path) -> None:
         """Write every parameter to one .npz file."""
@@ -120,7 +124,7 @@ def sample_population(rng: np.random.Generator, n: int, frame_shape: tuple[int, 
         threshold=rng.uniform(0.3, 1.8, n),
         amplitude=np.exp(rng.normal(-0.3, 0.4, n)),
         assembly=rng.integers(0, N_ASSEMBLIES, n),
-        noise_scale=rng.uniform(0.8, 1.4, n),
+        noise_scale=rng.uniform(1.6, 2.4, n),
         drive_mean=np.zeros(n),
         drive_std=np.ones(n),
     )
@@ -162,25 +166,29 @@ def retinal_image(video: np.ndarray, pupil_center: np.ndarray) -> np.ndarray:
     return shifted.reshape(t, -1).astype(np.float32)
 
 
-def linear_drive(pop: Population, filters: np.ndarray, retina: np.ndarray) -> np.ndarray:
-    """Spatiotemporal filtering, then simple (linear) or complex (energy) drive, T x N."""
-    n = pop.n_neurons
-    projected = retina @ filters  # T x 2N: even and odd spatial phases
-    t = projected.shape[0]
+def linear_drive(pop: Population, even: np.ndarray, odd: np.ndarray) -> np.ndarray:
+    """Temporal filtering of the spatial projections, then the simple or complex drive.
+
+    Args:
+        pop: The neurons (N).
+        even: Projections on the even Gabors, T x N.
+        odd: Projections on the odd Gabors, T x N.
+
+    Returns:
+        The drive, T x N: the linear response for simple cells, the quadrature
+        energy for complex cells.
+    """
+    t, n = even.shape
     k1 = pop.kernel[:, 0].astype(np.float32)
-    k2 = pop.kernel[:, 1].astype(np.float32)
-    ee1, eo1, ee2, eo2 = (np.zeros((t, n), dtype=np.float32) for _ in range(4))
-    even, odd = projected[:, :n], projected[:, n:]
-    for lag in range(min(LAGS, t)):
-        span = slice(lag, t)
-        past = slice(0, t - lag)
-        ee1[span] += k1[:, lag] * even[past]
-        eo1[span] += k1[:, lag] * odd[past]
-        ee2[span] += k2[:, lag] * even[past]
-        eo2[span] += k2[:, lag] * odd[past]
-    d = pop.direction_index.astype(np.float32)
-    first = ee1 + d * eo2
-    second = eo1 - d * ee2
+    k2 = pop.kernel[:, 1].astype(np.float32) * pop.direction_index.astype(np.float32)[:, None]
+    first = np.zeros((t, n), dtype=np.float32)
+    second = np.zeros((t, n), dtype=np.float32)
+    for lag in range(1, min(LAGS, t)):  # the gamma kernels are 0 at lag 0
+        span, past = slice(lag, t), slice(0, t - lag)
+        first[span] += k1[:, lag] * even[past]
+        first[span] += k2[:, lag] * odd[past]
+        second[span] += k1[:, lag] * odd[past]
+        second[span] -= k2[:, lag] * even[past]
     energy = np.sqrt(first * first + second * second)
     return np.where(pop.is_complex, energy, first)
 
@@ -212,19 +220,27 @@ def firing_rates(pop: Population, drive: np.ndarray, behavior: np.ndarray) -> np
     return rates
 
 
-def noisy_responses(
-    pop: Population, rates: np.ndarray, rng: np.random.Generator, latent_std: float = 0.35
-) -> np.ndarray:
-    """Recorded responses: shared slow gain fluctuations and rate-dependent noise, >= 0."""
-    t = rates.shape[0]
+def latent_gain(rng: np.random.Generator, frames: int, std: float = 0.5) -> np.ndarray:
+    """Slow multiplicative gain fluctuations per assembly (T x assemblies), mean 1.
+
+    Unobserved, so they make repeats of a clip differ: trial-to-trial variability.
+    """
     a = np.exp(-1.0 / 30.0)
-    latent = np.empty((t, N_ASSEMBLIES))
-    latent[0] = rng.normal(scale=latent_std, size=N_ASSEMBLIES)
-    steps = rng.normal(scale=latent_std * np.sqrt(1 - a * a), size=(t, N_ASSEMBLIES))
-    for i in range(1, t):
+    latent = np.empty((frames, N_ASSEMBLIES))
+    latent[0] = rng.normal(scale=std, size=N_ASSEMBLIES)
+    steps = rng.normal(scale=std * np.sqrt(1 - a * a), size=(frames, N_ASSEMBLIES))
+    for i in range(1, frames):
         latent[i] = a * latent[i - 1] + steps[i]
-    gain = np.exp(latent - latent_std**2 / 2)[:, pop.assembly].astype(np.float32)
-    mean = rates * gain
+    return np.exp(latent - std**2 / 2).astype(np.float32)
+
+
+def noisy_responses(
+    pop: Population, rates: np.ndarray, latent: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Recorded responses (T x N): latent gain, then rate-dependent noise, rectified at 0."""
+    mean = rates * latent[:, pop.assembly]
     noise = rng.standard_normal(rates.shape, dtype=np.float32)
-    noisy = mean + pop.noise_scale.astype(np.float32) * np.sqrt(mean + 0.01) * noise
-    return np.maximum(noisy, 0.0, out=noisy)
+    noise *= np.sqrt(mean + np.float32(0.01))
+    noise *= pop.noise_scale.astype(np.float32)
+    noise += mean
+    return np.maximum(noise, np.float32(0.0), out=noise)

@@ -165,7 +165,9 @@ def test_direction_selective_neurons_prefer_one_direction(mouse: SyntheticMouse)
         for sign in (1, -1):
             grating = 127.5 + 100 * np.sin(2 * np.pi * (proj - sign * 1.2 * t) / period)
             retina = neurons.retinal_image(grating.astype(np.float32), rest)
-            drive = neurons.linear_drive(pop, mouse.filters, retina)[20:, n]
+            projected = retina @ mouse.filters
+            even, odd = projected[:, : pop.n_neurons], projected[:, pop.n_neurons :]
+            drive = neurons.linear_drive(pop, even, odd)[20:, n]
             means.append(drive.std() if not pop.is_complex[n] else drive.mean())
         selectivity.append(abs(means[0] - means[1]) / (means[0] + means[1] + 1e-9))
     d = pop.direction_index[:60]
