@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,3 +61,10 @@ def write_hand_session(
 def hand_session(tmp_path: Path) -> Path:
     """A session folder written by hand (not by our writer)."""
     return write_hand_session(tmp_path)
+
+
+def run_console_script(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run one of our installed console scripts (from this environment) as a user would."""
+    exe = shutil.which(args[0], path=str(Path(sys.executable).parent))
+    assert exe is not None, f"console script {args[0]} is not installed"
+    return subprocess.run([exe, *args[1:]], capture_output=True, text=True, timeout=timeout)

@@ -6,6 +6,7 @@ full-scale mouse can be written with a few hundred MB.
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -83,7 +84,11 @@ class SessionWriter:
         self.path = Path(root) / name
         if self.path.exists():
             if not overwrite:
-                raise FileExistsError(f"{self.path} exists; pass overwrite=True to replace it")
+                raise FileExistsError(
+                    errno.EEXIST,
+                    "session folder exists (overwrite=True replaces it)",
+                    str(self.path),
+                )
             shutil.rmtree(self.path)
         unit_ids = np.asarray(unit_ids)
         coords = np.asarray(cell_motor_coordinates, dtype=np.float32)

@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
+from tests.conftest import run_console_script as run
 from tests.conftest import write_hand_session
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which(args[0], path=str(Path(sys.executable).parent))
-    assert exe is not None, f"console script {args[0]} is not installed"
-    return subprocess.run([exe, *args[1:]], capture_output=True, text=True, timeout=120)
 
 
 def test_client_help() -> None:

@@ -74,5 +74,5 @@ def test_rejects_bad_input(tmp_path: Path) -> None:
         writer.add_trial("test", **trial)
     with pytest.raises(ValueError, match=r"trial has 25 frames; expected 1\.\.20"):
         writer.add_trial("train", **_trial(rng, 25, 4))
-    with pytest.raises(FileExistsError, match="overwrite=True"):
+    with pytest.raises(FileExistsError, match=r"session folder exists \(overwrite=True"):
         SessionWriter(tmp_path, "s", np.arange(4), np.zeros((4, 3)))

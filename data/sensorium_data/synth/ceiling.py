@@ -90,3 +90,21 @@ def format_ceiling(ceiling: dict[str, Any]) -> str:
             f"{row['correlation_to_average']:7.3f} {row['feve']:7.3f}"
         )
     return "\n".join(lines)
+
+
+def format_stimulus_statistics(stats: dict[str, dict[str, float]]) -> str:
+    """A plain-text table of per-family stimulus statistics (see ``stimulus_statistics``)."""
+    keys = [
+        "rms_contrast",
+        "frame_to_frame_correlation",
+        "spatial_spectrum_slope",
+        "static_frame_fraction",
+    ]
+    heads = ["contrast", "frame_corr", "spec_slope", "static"]
+    lines = [
+        "stimulus statistics (mean over clips)",
+        f"  {'stimulus':26s} " + " ".join(f"{h:>10s}" for h in heads),
+    ]
+    for kind, row in stats.items():
+        lines.append(f"  {kind:26s} " + " ".join(f"{row[k]:10.3f}" for k in keys))
+    return "\n".join(lines)

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from sensorium_data.synth.ceiling import format_ceiling
+from sensorium_data.synth.ceiling import format_ceiling, format_stimulus_statistics
 from sensorium_data.synth.generate import generate_session
 from sensorium_data.synth.plan import SynthConfig
 
@@ -66,10 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 config, mouse, args.out, progress=not args.no_progress, overwrite=args.overwrite
             )
         except FileExistsError as err:
-            print(f"sensorium-synth: {err}", file=sys.stderr)
+            print(
+                f"sensorium-synth: {err.filename} exists; add --overwrite to replace it",
+                file=sys.stderr,
+            )
             return 2
         print(f"wrote {session.root} ({session.n_trials} trials, {session.n_neurons} neurons)")
         print(format_ceiling(ceiling))
+        print(format_stimulus_statistics(ceiling["stimulus_statistics"]))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"done in {time.perf_counter() - start:.1f} s, peak memory {peak_mb:.0f} MB")
     return 0
