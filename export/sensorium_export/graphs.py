@@ -1,0 +1,126 @@
+"""torch -> ONNX: the whole-clip graph and the streaming step graph of one mouse.
+
+Graph interfaces (names are the manifest's):
+
+- clip: ``video`` (B, T, H, W), ``behavior`` (B, T, 2), ``pupil_center`` (B, T, 2)
+  -> ``responses`` (B, T, N). Batch and time are dynamic.
+- step: the same inputs with k new frames, plus ``state_<i>`` per temporal layer
+  -> ``responses`` (B, k, N) and ``new_state_<i>``. Batch and k are dynamic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from sensorium_train.model import MouseModel
+
+logger = logging.getLogger(__name__)
+INPUTS = ("video", "behavior", "pupil_center")
+
+
+class ExportError(RuntimeError):
+    """An exported graph failed a check; nothing was written."""
+
+
+class ClipGraph(nn.Module):
+    """Whole-clip interface of a mouse model."""
+
+    def __init__(self, model: MouseModel) -> None:
+        """Wrap ``model`` (eval mode)."""
+        super().__init__()
+        self.model = model.eval()
+
+    def forward(
+        self, video: torch.Tensor, behavior: torch.Tensor, pupil_center: torch.Tensor
+    ) -> torch.Tensor:
+        """See the module docstring."""
+        return self.model(video, behavior, pupil_center)
+
+
+class StepGraph(nn.Module):
+    """Streaming interface: state tensors in, new state tensors out."""
+
+    def __init__(self, model: MouseModel) -> None:
+        """Wrap ``model`` (eval mode)."""
+        super().__init__()
+        self.model = model.eval()
+
+    def forward(
+        self, video: torch.Tensor, behavior: torch.Tensor, pupil_center: torch.Tensor,
+        *state: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        """See the module docstring."""
+        responses, new_state = self.model.step(video, behavior, pupil_center, list(state))
+        return (responses, *new_state)
+
+
+def example_inputs(model: MouseModel, batch: int, frames: int) -> tuple[torch.Tensor, ...]:
+    """Contiguous random raw inputs (fresh tensors: a sliced example would fix shapes)."""
+    h, w = model.head.frame_shape
+    generator = torch.Generator().manual_seed(0)
+    video = torch.rand(batch, frames, h, w, generator=generator) * 255
+    behavior = torch.rand(batch, frames, 2, generator=generator) * model.head.normalizer.behavior_std * 2
+    pupil = model.head.normalizer.pupil_mean + torch.randn(
+        batch, frames, 2, generator=generator) * model.head.normalizer.pupil_std
+    return video.contiguous(), behavior.contiguous(), pupil.contiguous()
+
+
+def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path,
+            input_names: list[str], output_names: list[str],
+            dynamic: dict[str, dict[int, str]]) -> None:
+    dims: dict[str, torch.export.Dim] = {}
+    shapes: dict[str, dict[int, torch.export.Dim]] = {}
+    for name, axes in dynamic.items():
+        shapes[name] = {axis: dims.setdefault(label, torch.export.Dim(label))
+                        for axis, label in axes.items()}
+    arg_shapes = tuple(shapes.get(name) for name in input_names)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, args, str(path), dynamo=True, input_names=input_names,
+            output_names=output_names, dynamic_shapes=arg_shapes, optimize=True,
+        )
+
+
+def export_clip(model: MouseModel, path: Path) -> None:
+    """Write the whole-clip graph of ``model`` to ``path``."""
+    names = list(INPUTS)
+    dynamic = {name: {0: "batch", 1: "time"} for name in names}
+    with torch.no_grad():
+        _export(ClipGraph(model), example_inputs(model, 2, 40), path, names, ["responses"],
+                dynamic)
+
+
+def export_step(model: MouseModel, path: Path) -> list[str]:
+    """Write the streaming step graph; returns the state input names."""
+    state = model.initial_state(2)
+    state_names = [f"state_{i}" for i in range(len(state))]
+    names = [*INPUTS, *state_names]
+    dynamic = {name: {0: "batch", 1: "frames"} for name in INPUTS}
+    dynamic.update({name: {0: "batch"} for name in state_names})
+    inputs = (*example_inputs(model, 2, 3), *(torch.randn_like(s) for s in state))
+    outputs = ["responses", *(f"new_{n}" for n in state_names)]
+    with torch.no_grad():
+        _export(StepGraph(model), inputs, path, names, outputs, dynamic)
+    return state_names
+
+
+def check_dynamic_axes(path: Path, axes: dict[str, dict[int, str]]) -> None:
+    """Raise ExportError unless every listed input axis is symbolic in the saved graph."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    shapes = {i.name: i.shape for i in session.get_inputs()}
+    for name, wanted in axes.items():
+        for axis, label in wanted.items():
+            if not isinstance(shapes[name][axis], str):
+                raise ExportError(
+                    f"{path.name}: input {name} axis {axis} ({label}) was fixed at "
+                    f"{shapes[name][axis]}; expected a dynamic axis"
+                )

@@ -1,0 +1,93 @@
+"""Parity checks an export must pass before a version is written.
+
+Error is normwise: max |a - b| / max |b|, with b the reference; the limit is 1e-4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from sensorium_export.graphs import INPUTS, ExportError
+from sensorium_train.model import MouseModel
+
+TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    """One comparison."""
+
+    check: str
+    inputs: str
+    error: float
+
+    @property
+    def passed(self) -> bool:
+        """Whether the error is under the tolerance."""
+        return self.error < TOLERANCE
+
+
+def relative_error(actual: np.ndarray, reference: np.ndarray) -> float:
+    """max |actual - reference| / max |reference| (0 when both are all zero)."""
+    scale = float(np.abs(reference).max())
+    diff = float(np.abs(actual - reference).max())
+    return diff / scale if scale > 0 else diff
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def run_clip(session: ort.InferenceSession, inputs: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Whole-clip graph on raw inputs (B, T, ...)."""
+    return session.run(["responses"], dict(zip(INPUTS, inputs, strict=True)))[0]
+
+
+def run_stream(
+    session: ort.InferenceSession, inputs: tuple[np.ndarray, ...],
+    state: list[np.ndarray], k: int,
+) -> np.ndarray:
+    """Step graph over the clip, ``k`` frames per call, from the given initial state."""
+    names = [i.name for i in session.get_inputs()][len(INPUTS):]
+    outputs, frames = [], inputs[0].shape[1]
+    for start in range(0, frames, k):
+        feed = {name: a[:, start : start + k] for name, a in zip(INPUTS, inputs, strict=True)}
+        feed.update(zip(names, state, strict=True))
+        result = session.run(None, feed)
+        outputs.append(result[0])
+        state = result[1:]
+    return np.concatenate(outputs, axis=1)
+
+
+def check_parity(
+    model: MouseModel, clip_path: Path, step_path: Path,
+    cases: dict[str, tuple[np.ndarray, ...]], ks: tuple[int, ...] = (1, 7),
+) -> list[ParityResult]:
+    """torch vs ONNX Runtime on whole clips, and streaming (each k) vs the whole clip.
+
+    Raises:
+        ExportError: listing every failed comparison.
+    """
+    clip, step = _session(clip_path), _session(step_path)
+    results = []
+    for label, inputs in cases.items():
+        with torch.no_grad():
+            reference = model(*(torch.from_numpy(a) for a in inputs)).numpy()
+        whole = run_clip(clip, inputs)
+        results.append(ParityResult("torch vs onnx (clip)", label, relative_error(whole, reference)))
+        zero = [s.numpy() for s in model.initial_state(inputs[0].shape[0])]
+        for k in ks:
+            streamed = run_stream(step, inputs, zero, k)
+            results.append(
+                ParityResult(f"stream k={k} vs clip", label, relative_error(streamed, whole))
+            )
+    failed = [r for r in results if not r.passed]
+    if failed:
+        lines = "; ".join(f"{r.check} on {r.inputs}: {r.error:.2e}" for r in failed)
+        raise ExportError(f"parity failed (limit {TOLERANCE:g}): {lines}")
+    return results

@@ -1,0 +1,164 @@
+"""Write a checked model version into a model repository (``<repo>/<model>/<version>/``).
+
+The version is built in a temporary folder beside its destination and renamed into
+place only after every graph passed its checks, so a failed export leaves nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sensorium_data import SCORED_FROM_FRAME, Session
+from sensorium_export.graphs import INPUTS, check_dynamic_axes, export_clip, export_step
+from sensorium_export.parity import ParityResult, check_parity
+from sensorium_train.model import SensoriumModel, summarize
+
+MANIFEST = "manifest.json"
+FORMAT = "sensorium-serve model v1"
+INPUT_CHANNELS = ["video", "pupil_dilation", "running_speed", "pupil_center_x", "pupil_center_y"]
+
+
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def next_version(model_dir: Path) -> int:
+    """One more than the highest integer version folder (1 for a new model)."""
+    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def _io_spec(h: int, w: int, n: int, frames: str, state: list[list[int]]) -> dict[str, Any]:
+    inputs = [
+        {"name": "video", "dtype": "float32", "shape": ["batch", frames, h, w]},
+        {"name": "behavior", "dtype": "float32", "shape": ["batch", frames, 2]},
+        {"name": "pupil_center", "dtype": "float32", "shape": ["batch", frames, 2]},
+    ]
+    outputs = [{"name": "responses", "dtype": "float32", "shape": ["batch", frames, n]}]
+    for i, shape in enumerate(state):
+        inputs.append({"name": f"state_{i}", "dtype": "float32", "shape": ["batch", *shape]})
+        outputs.append({"name": f"new_state_{i}", "dtype": "float32", "shape": ["batch", *shape]})
+    return {"inputs": inputs, "outputs": outputs}
+
+
+def _cases(model: SensoriumModel, mouse: str, session: Session | None
+           ) -> dict[str, tuple[np.ndarray, ...]]:
+    from sensorium_export.graphs import example_inputs
+
+    mouse_model = model.mouse(mouse)
+    cases = {"random": tuple(t.numpy() for t in example_inputs(mouse_model, 2, 45))}
+    if session is not None:
+        trial = next(session.trials(("oracle", "live_test_main", "train")))
+        cases[f"trial {trial.index} of {session.name}"] = (
+            trial.video_frames()[None], trial.behavior_frames()[None],
+            trial.pupil_center_frames()[None],
+        )
+    return cases
+
+
+def write_version(
+    model: SensoriumModel, checkpoint: dict[str, Any], repository: Path, name: str,
+    sessions: dict[str, Session] | None = None, version: int | None = None,
+) -> tuple[Path, list[ParityResult]]:
+    """Export every mouse of ``model``, check it, and write the version.
+
+    Args:
+        model: The trained model (eval mode).
+        checkpoint: Its checkpoint dict (training provenance goes into the manifest).
+        repository: Root of the model repository.
+        name: Model name (folder under the repository).
+        sessions: Session per mouse, for parity on real inputs (optional).
+        version: Version number; default: the next free integer.
+
+    Returns:
+        The version folder and every parity result.
+    """
+    model_dir = repository / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = version or next_version(model_dir)
+    target = model_dir / str(version)
+    if target.exists():
+        raise FileExistsError(f"{target} exists; versions are never overwritten")
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=model_dir))
+    try:
+        manifest, results = _build(model, checkpoint, staging, name, version, sessions or {})
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target, results
+
+
+def _build(model: SensoriumModel, checkpoint: dict[str, Any], folder: Path, name: str,
+           version: int, sessions: dict[str, Session]) -> tuple[dict[str, Any], list[ParityResult]]:
+    model.eval()
+    mice, files, results = [], {}, []
+    first = next(iter(model.specs))
+    summary = summarize(model, first)
+    state = [shape[1:] for shape in summary.state_shapes]
+    for mouse, spec in model.specs.items():
+        mouse_model = model.mouse(mouse)
+        graph_dir = folder / "mice" / mouse
+        graph_dir.mkdir(parents=True)
+        clip, step = graph_dir / "clip.onnx", graph_dir / "step.onnx"
+        export_clip(mouse_model, clip)
+        check_dynamic_axes(clip, {n: {0: "batch", 1: "time"} for n in INPUTS})
+        export_step(mouse_model, step)
+        check_dynamic_axes(step, {n: {0: "batch", 1: "frames"} for n in INPUTS})
+        results += check_parity(mouse_model, clip, step, _cases(model, mouse, sessions.get(mouse)))
+        graphs = {"clip": f"mice/{mouse}/clip.onnx", "step": f"mice/{mouse}/step.onnx"}
+        mice.append({"mouse": mouse, "neuron_count": spec.n_neurons,
+                     "neuron_ids": spec.unit_ids, "graphs": graphs})
+        for rel in graphs.values():
+            files[rel] = {"sha256": sha256(folder / rel), "bytes": (folder / rel).stat().st_size}
+    h, w = model.specs[first].frame_shape
+    n = "neurons"
+    manifest = {
+        "format": FORMAT,
+        "name": name,
+        "version": version,
+        "architecture": model.core_config.kind,
+        "causal": True,
+        "frame": {"height": h, "width": w, "rate_hz": 30.0},
+        "input_channels": INPUT_CHANNELS,
+        "burn_in_frames": SCORED_FROM_FRAME,
+        "receptive_field_frames": summary.receptive_field,
+        "max_frames_per_step": 0,
+        "parameters": summary.parameters,
+        "mice": mice,
+        "graphs": {"clip": _io_spec(h, w, n, "time", []),  # type: ignore[arg-type]
+                   "step": _io_spec(h, w, n, "frames", state)},  # type: ignore[arg-type]
+        "state": [{"input": f"state_{i}", "output": f"new_state_{i}", "shape": shape,
+                   "dtype": "float32", "initial": "zeros"} for i, shape in enumerate(state)],
+        "state_bytes_per_stream": summary.state_bytes,
+        "parity": [{"check": r.check, "inputs": r.inputs, "error": r.error} for r in results],
+        "training": {
+            "datasets": checkpoint.get("data", []),
+            "metrics": _flat_metrics(checkpoint.get("metrics", {}).get("oracle", {})),
+            "git_revision": checkpoint.get("git_revision", "unknown"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "trained": checkpoint.get("created", ""),
+            "config": checkpoint.get("config", {}),
+        },
+        "files": files,
+    }
+    return manifest, results
+
+
+def _flat_metrics(oracle: dict[str, Any]) -> dict[str, float]:
+    return {f"oracle/{metric}/{agg}": float(value)
+            for metric, values in oracle.items()
+            for agg, value in values.items() if agg != "per_mouse"}

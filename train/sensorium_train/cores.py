@@ -1,0 +1,149 @@
+"""Cores: the shared feature extractors, causal so that they can stream.
+
+Both cores take normalised input (B, C_in, T, H, W) and return features
+(B, C, T, H', W'). ``step`` runs k new frames with explicit state and equals the
+whole-clip output; ``initial_state`` gives the zero state of a new trial.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sensorium_train.layers import FactorisedBlock, SpatialConv
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    """Hyper-parameters of a core."""
+
+    kind: str = "factorised3d"
+    stem_channels: int = 16
+    channels: tuple[int, ...] = (24, 24, 32)
+    temporal_kernel: int = 5
+    dilations: tuple[int, ...] = (1, 2, 4)
+    input_channels: int = 3
+
+
+class Factorised3dCore(nn.Module):
+    """Strided stem, then spatial/causal-temporal blocks with growing dilation.
+
+    The stem halves the resolution at once (36 x 64 -> 18 x 32) so that the state
+    of the temporal layers stays small; dilations 1, 2, 4 with kernel 5 give a
+    temporal receptive field of 29 frames.
+    """
+
+    def __init__(self, config: CoreConfig) -> None:
+        """Build the core."""
+        super().__init__()
+        self.stem = SpatialConv(config.input_channels, config.stem_channels, 5, stride=2)
+        self.stem_norm = nn.BatchNorm3d(config.stem_channels)
+        blocks = []
+        in_channels = config.stem_channels
+        for out, dilation in zip(config.channels, config.dilations, strict=True):
+            blocks.append(FactorisedBlock(in_channels, out, 3, config.temporal_kernel, dilation))
+            in_channels = out
+        self.blocks = nn.ModuleList(blocks)
+        self.out_channels = in_channels
+
+    @property
+    def receptive_field(self) -> int:
+        """Frames of input that one output frame depends on."""
+        return 1 + sum(b.temporal.context for b in self.blocks)  # type: ignore[union-attr]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, T, H, W) -> (B, C, T, H/2, W/2)."""
+        x = F.elu(self.stem_norm(self.stem(x)))
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def initial_state(self, batch: int, height: int, width: int) -> list[torch.Tensor]:
+        """Zero state per temporal layer: (B, C, context, H/2, W/2)."""
+        h, w = (height + 1) // 2, (width + 1) // 2
+        return [
+            torch.zeros(batch, b.temporal.in_channels, b.temporal.context, h, w)  # type: ignore[union-attr]
+            for b in self.blocks
+        ]
+
+    def step(
+        self, x: torch.Tensor, state: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """k new frames and the state -> features of those frames and the new state."""
+        x = F.elu(self.stem_norm(self.stem(x)))
+        new_state = []
+        for block, block_state in zip(self.blocks, state, strict=True):
+            x, s = block.step(x, block_state)  # type: ignore[operator]
+            new_state.append(s)
+        return x, new_state
+
+
+class ConvGRUCell(nn.Module):
+    """A convolutional GRU cell over (B, C, H, W) maps."""
+
+    def __init__(self, in_channels: int, hidden: int, kernel: int = 3) -> None:
+        """Build the cell."""
+        super().__init__()
+        pad = kernel // 2
+        self.gates = nn.Conv2d(in_channels + hidden, 2 * hidden, kernel, padding=pad)
+        self.candidate = nn.Conv2d(in_channels + hidden, hidden, kernel, padding=pad)
+        self.hidden = hidden
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """One frame: input (B, C, H, W) and hidden (B, C_h, H, W) -> new hidden."""
+        update, reset = torch.sigmoid(self.gates(torch.cat([x, h], 1))).chunk(2, dim=1)
+        candidate = torch.tanh(self.candidate(torch.cat([x, reset * h], 1)))
+        return (1 - update) * h + update * candidate
+
+
+class ConvGRUCore(nn.Module):
+    """Per-frame 2D convolutions (strided stem, two layers), then a convolutional GRU."""
+
+    def __init__(self, config: CoreConfig) -> None:
+        """Build the core; ``channels[-1]`` is the GRU's hidden size."""
+        super().__init__()
+        self.stem = SpatialConv(config.input_channels, config.stem_channels, 5, stride=2)
+        self.stem_norm = nn.BatchNorm3d(config.stem_channels)
+        self.conv = SpatialConv(config.stem_channels, config.channels[0], 3)
+        self.conv_norm = nn.BatchNorm3d(config.channels[0])
+        self.cell = ConvGRUCell(config.channels[0], config.channels[-1])
+        self.out_channels = config.channels[-1]
+
+    @property
+    def receptive_field(self) -> int:
+        """Unbounded (recurrent); reported as 0."""
+        return 0
+
+    def initial_state(self, batch: int, height: int, width: int) -> list[torch.Tensor]:
+        """Zero hidden state (B, C_h, 1, H/2, W/2)."""
+        return [torch.zeros(batch, self.out_channels, 1, (height + 1) // 2, (width + 1) // 2)]
+
+    def step(
+        self, x: torch.Tensor, state: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """k new frames and the hidden state -> features and the new hidden state."""
+        x = F.elu(self.stem_norm(self.stem(x)))
+        x = F.elu(self.conv_norm(self.conv(x)))
+        h = state[0][:, :, 0]
+        outputs = []
+        for t in range(x.shape[2]):
+            h = self.cell(x[:, :, t], h)
+            outputs.append(h)
+        return torch.stack(outputs, dim=2), [h.unsqueeze(2)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, T, H, W) -> (B, C_h, T, H/2, W/2), from a zero state."""
+        state = self.initial_state(x.shape[0], x.shape[3], x.shape[4])
+        return self.step(x, state)[0]
+
+
+def build_core(config: CoreConfig) -> Factorised3dCore | ConvGRUCore:
+    """The core named by ``config.kind`` ("factorised3d" or "convgru")."""
+    if config.kind == "factorised3d":
+        return Factorised3dCore(config)
+    if config.kind == "convgru":
+        return ConvGRUCore(config)
+    raise ValueError(f"unknown core {config.kind!r}; expected 'factorised3d' or 'convgru'")
