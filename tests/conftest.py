@@ -68,3 +68,42 @@ def run_console_script(*args: str, timeout: float = 300) -> subprocess.Completed
     exe = shutil.which(args[0], path=str(Path(sys.executable).parent))
     assert exe is not None, f"console script {args[0]} is not installed"
     return subprocess.run([exe, *args[1:]], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_mouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic mouse on disk (40 neurons, 24 trials of up to 80 frames)."""
+    from sensorium_data.synth.generate import generate_session
+    from sensorium_data.synth.plan import SynthConfig
+
+    config = SynthConfig.small(neurons=40, trials=24, max_frames=80)
+    session, _ = generate_session(config, 0, tmp_path_factory.mktemp("tiny"), progress=False)
+    return session.root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_mouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few training steps on the tiny mouse: a real checkpoint, written by our trainer."""
+    from sensorium_data import Session
+    from sensorium_train.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("ckpt")
+    config = TrainConfig(steps=6, batch=2, window=40, warmup_frames=10, eval_every=3)
+    train([Session(tiny_mouse)], config, out, progress=False)
+    return out / "checkpoint.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_version(
+    tiny_checkpoint: Path, tiny_mouse: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The tiny checkpoint exported into a fresh model repository (version 1)."""
+    from sensorium_data import Session
+    from sensorium_export.repository import write_version
+    from sensorium_train.train import load_checkpoint
+
+    model, checkpoint = load_checkpoint(tiny_checkpoint)
+    session = Session(tiny_mouse)
+    repo = tmp_path_factory.mktemp("repo")
+    target, _ = write_version(model, checkpoint, repo, "tiny", {session.name: session})
+    return target

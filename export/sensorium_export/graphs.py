@@ -54,7 +54,10 @@ class StepGraph(nn.Module):
         self.model = model.eval()
 
     def forward(
-        self, video: torch.Tensor, behavior: torch.Tensor, pupil_center: torch.Tensor,
+        self,
+        video: torch.Tensor,
+        behavior: torch.Tensor,
+        pupil_center: torch.Tensor,
         *state: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
         """See the module docstring."""
@@ -67,49 +70,77 @@ def example_inputs(model: MouseModel, batch: int, frames: int) -> tuple[torch.Te
     h, w = model.head.frame_shape
     generator = torch.Generator().manual_seed(0)
     video = torch.rand(batch, frames, h, w, generator=generator) * 255
-    behavior = torch.rand(batch, frames, 2, generator=generator) * model.head.normalizer.behavior_std * 2
-    pupil = model.head.normalizer.pupil_mean + torch.randn(
-        batch, frames, 2, generator=generator) * model.head.normalizer.pupil_std
+    behavior = (
+        torch.rand(batch, frames, 2, generator=generator) * model.head.normalizer.behavior_std * 2
+    )
+    pupil = (
+        model.head.normalizer.pupil_mean
+        + torch.randn(batch, frames, 2, generator=generator) * model.head.normalizer.pupil_std
+    )
     return video.contiguous(), behavior.contiguous(), pupil.contiguous()
 
 
-def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path,
-            input_names: list[str], output_names: list[str],
-            dynamic: dict[str, dict[int, str]]) -> None:
+def _shapes(dynamic: dict[str, dict[int, str]]) -> dict[str, dict[int, torch.export.Dim]]:
+    """Named dynamic axes -> torch.export dims (one Dim object per label)."""
     dims: dict[str, torch.export.Dim] = {}
-    shapes: dict[str, dict[int, torch.export.Dim]] = {}
-    for name, axes in dynamic.items():
-        shapes[name] = {axis: dims.setdefault(label, torch.export.Dim(label))
-                        for axis, label in axes.items()}
-    arg_shapes = tuple(shapes.get(name) for name in input_names)
+    return {
+        name: {
+            axis: dims.setdefault(label, torch.export.Dim(label)) for axis, label in axes.items()
+        }
+        for name, axes in dynamic.items()
+    }
+
+
+def _export(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    arg_shapes: tuple[object, ...],
+) -> None:
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, args, str(path), dynamo=True, input_names=input_names,
-            output_names=output_names, dynamic_shapes=arg_shapes, optimize=True,
+            module,
+            args,
+            str(path),
+            dynamo=True,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_shapes=arg_shapes,
+            optimize=True,
+            external_data=False,
         )
 
 
 def export_clip(model: MouseModel, path: Path) -> None:
     """Write the whole-clip graph of ``model`` to ``path``."""
-    names = list(INPUTS)
-    dynamic = {name: {0: "batch", 1: "time"} for name in names}
+    shapes = _shapes({name: {0: "batch", 1: "time"} for name in INPUTS})
     with torch.no_grad():
-        _export(ClipGraph(model), example_inputs(model, 2, 40), path, names, ["responses"],
-                dynamic)
+        _export(
+            ClipGraph(model),
+            example_inputs(model, 2, 40),
+            path,
+            list(INPUTS),
+            ["responses"],
+            tuple(shapes[n] for n in INPUTS),
+        )
 
 
 def export_step(model: MouseModel, path: Path) -> list[str]:
     """Write the streaming step graph; returns the state input names."""
     state = model.initial_state(2)
     state_names = [f"state_{i}" for i in range(len(state))]
-    names = [*INPUTS, *state_names]
     dynamic = {name: {0: "batch", 1: "frames"} for name in INPUTS}
     dynamic.update({name: {0: "batch"} for name in state_names})
+    shapes = _shapes(dynamic)
+    # *state is one positional parameter to torch.export: its shapes nest in a tuple.
+    arg_shapes = (*(shapes[n] for n in INPUTS), tuple(shapes[n] for n in state_names))
     inputs = (*example_inputs(model, 2, 3), *(torch.randn_like(s) for s in state))
     outputs = ["responses", *(f"new_{n}" for n in state_names)]
     with torch.no_grad():
-        _export(StepGraph(model), inputs, path, names, outputs, dynamic)
+        _export(StepGraph(model), inputs, path, [*INPUTS, *state_names], outputs, arg_shapes)
     return state_names
 
 

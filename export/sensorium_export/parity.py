@@ -33,7 +33,7 @@ class ParityResult:
 
 
 def relative_error(actual: np.ndarray, reference: np.ndarray) -> float:
-    """max |actual - reference| / max |reference| (0 when both are all zero)."""
+    """Max |actual - reference| / max |reference| (0 when both are all zero)."""
     scale = float(np.abs(reference).max())
     diff = float(np.abs(actual - reference).max())
     return diff / scale if scale > 0 else diff
@@ -49,11 +49,13 @@ def run_clip(session: ort.InferenceSession, inputs: tuple[np.ndarray, ...]) -> n
 
 
 def run_stream(
-    session: ort.InferenceSession, inputs: tuple[np.ndarray, ...],
-    state: list[np.ndarray], k: int,
+    session: ort.InferenceSession,
+    inputs: tuple[np.ndarray, ...],
+    state: list[np.ndarray],
+    k: int,
 ) -> np.ndarray:
     """Step graph over the clip, ``k`` frames per call, from the given initial state."""
-    names = [i.name for i in session.get_inputs()][len(INPUTS):]
+    names = [i.name for i in session.get_inputs()][len(INPUTS) :]
     outputs, frames = [], inputs[0].shape[1]
     for start in range(0, frames, k):
         feed = {name: a[:, start : start + k] for name, a in zip(INPUTS, inputs, strict=True)}
@@ -65,10 +67,13 @@ def run_stream(
 
 
 def check_parity(
-    model: MouseModel, clip_path: Path, step_path: Path,
-    cases: dict[str, tuple[np.ndarray, ...]], ks: tuple[int, ...] = (1, 7),
+    model: MouseModel,
+    clip_path: Path,
+    step_path: Path,
+    cases: dict[str, tuple[np.ndarray, ...]],
+    ks: tuple[int, ...] = (1, 7),
 ) -> list[ParityResult]:
-    """torch vs ONNX Runtime on whole clips, and streaming (each k) vs the whole clip.
+    """Torch vs ONNX Runtime on whole clips, and streaming (each k) vs the whole clip.
 
     Raises:
         ExportError: listing every failed comparison.
@@ -79,7 +84,9 @@ def check_parity(
         with torch.no_grad():
             reference = model(*(torch.from_numpy(a) for a in inputs)).numpy()
         whole = run_clip(clip, inputs)
-        results.append(ParityResult("torch vs onnx (clip)", label, relative_error(whole, reference)))
+        results.append(
+            ParityResult("torch vs onnx (clip)", label, relative_error(whole, reference))
+        )
         zero = [s.numpy() for s in model.initial_state(inputs[0].shape[0])]
         for k in ks:
             streamed = run_stream(step, inputs, zero, k)

@@ -41,21 +41,24 @@ def next_version(model_dir: Path) -> int:
     return max(versions, default=0) + 1
 
 
-def _io_spec(h: int, w: int, n: int, frames: str, state: list[list[int]]) -> dict[str, Any]:
-    inputs = [
+def _io_spec(h: int, w: int, n: str, frames: str, state: list[list[int]]) -> dict[str, Any]:
+    inputs: list[dict[str, Any]] = [
         {"name": "video", "dtype": "float32", "shape": ["batch", frames, h, w]},
         {"name": "behavior", "dtype": "float32", "shape": ["batch", frames, 2]},
         {"name": "pupil_center", "dtype": "float32", "shape": ["batch", frames, 2]},
     ]
-    outputs = [{"name": "responses", "dtype": "float32", "shape": ["batch", frames, n]}]
+    outputs: list[dict[str, Any]] = [
+        {"name": "responses", "dtype": "float32", "shape": ["batch", frames, n]}
+    ]
     for i, shape in enumerate(state):
         inputs.append({"name": f"state_{i}", "dtype": "float32", "shape": ["batch", *shape]})
         outputs.append({"name": f"new_state_{i}", "dtype": "float32", "shape": ["batch", *shape]})
     return {"inputs": inputs, "outputs": outputs}
 
 
-def _cases(model: SensoriumModel, mouse: str, session: Session | None
-           ) -> dict[str, tuple[np.ndarray, ...]]:
+def _cases(
+    model: SensoriumModel, mouse: str, session: Session | None
+) -> dict[str, tuple[np.ndarray, ...]]:
     from sensorium_export.graphs import example_inputs
 
     mouse_model = model.mouse(mouse)
@@ -63,15 +66,20 @@ def _cases(model: SensoriumModel, mouse: str, session: Session | None
     if session is not None:
         trial = next(session.trials(("oracle", "live_test_main", "train")))
         cases[f"trial {trial.index} of {session.name}"] = (
-            trial.video_frames()[None], trial.behavior_frames()[None],
+            trial.video_frames()[None],
+            trial.behavior_frames()[None],
             trial.pupil_center_frames()[None],
         )
     return cases
 
 
 def write_version(
-    model: SensoriumModel, checkpoint: dict[str, Any], repository: Path, name: str,
-    sessions: dict[str, Session] | None = None, version: int | None = None,
+    model: SensoriumModel,
+    checkpoint: dict[str, Any],
+    repository: Path,
+    name: str,
+    sessions: dict[str, Session] | None = None,
+    version: int | None = None,
 ) -> tuple[Path, list[ParityResult]]:
     """Export every mouse of ``model``, check it, and write the version.
 
@@ -102,8 +110,14 @@ def write_version(
     return target, results
 
 
-def _build(model: SensoriumModel, checkpoint: dict[str, Any], folder: Path, name: str,
-           version: int, sessions: dict[str, Session]) -> tuple[dict[str, Any], list[ParityResult]]:
+def _build(
+    model: SensoriumModel,
+    checkpoint: dict[str, Any],
+    folder: Path,
+    name: str,
+    version: int,
+    sessions: dict[str, Session],
+) -> tuple[dict[str, Any], list[ParityResult]]:
     model.eval()
     mice, files, results = [], {}, []
     first = next(iter(model.specs))
@@ -120,8 +134,14 @@ def _build(model: SensoriumModel, checkpoint: dict[str, Any], folder: Path, name
         check_dynamic_axes(step, {n: {0: "batch", 1: "frames"} for n in INPUTS})
         results += check_parity(mouse_model, clip, step, _cases(model, mouse, sessions.get(mouse)))
         graphs = {"clip": f"mice/{mouse}/clip.onnx", "step": f"mice/{mouse}/step.onnx"}
-        mice.append({"mouse": mouse, "neuron_count": spec.n_neurons,
-                     "neuron_ids": spec.unit_ids, "graphs": graphs})
+        mice.append(
+            {
+                "mouse": mouse,
+                "neuron_count": spec.n_neurons,
+                "neuron_ids": spec.unit_ids,
+                "graphs": graphs,
+            }
+        )
         for rel in graphs.values():
             files[rel] = {"sha256": sha256(folder / rel), "bytes": (folder / rel).stat().st_size}
     h, w = model.specs[first].frame_shape
@@ -139,10 +159,20 @@ def _build(model: SensoriumModel, checkpoint: dict[str, Any], folder: Path, name
         "max_frames_per_step": 0,
         "parameters": summary.parameters,
         "mice": mice,
-        "graphs": {"clip": _io_spec(h, w, n, "time", []),  # type: ignore[arg-type]
-                   "step": _io_spec(h, w, n, "frames", state)},  # type: ignore[arg-type]
-        "state": [{"input": f"state_{i}", "output": f"new_state_{i}", "shape": shape,
-                   "dtype": "float32", "initial": "zeros"} for i, shape in enumerate(state)],
+        "graphs": {
+            "clip": _io_spec(h, w, n, "time", []),
+            "step": _io_spec(h, w, n, "frames", state),
+        },
+        "state": [
+            {
+                "input": f"state_{i}",
+                "output": f"new_state_{i}",
+                "shape": shape,
+                "dtype": "float32",
+                "initial": "zeros",
+            }
+            for i, shape in enumerate(state)
+        ],
         "state_bytes_per_stream": summary.state_bytes,
         "parity": [{"check": r.check, "inputs": r.inputs, "error": r.error} for r in results],
         "training": {
@@ -159,6 +189,9 @@ def _build(model: SensoriumModel, checkpoint: dict[str, Any], folder: Path, name
 
 
 def _flat_metrics(oracle: dict[str, Any]) -> dict[str, float]:
-    return {f"oracle/{metric}/{agg}": float(value)
-            for metric, values in oracle.items()
-            for agg, value in values.items() if agg != "per_mouse"}
+    return {
+        f"oracle/{metric}/{agg}": float(value)
+        for metric, values in oracle.items()
+        for agg, value in values.items()
+        if agg != "per_mouse"
+    }

@@ -19,8 +19,12 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``sensorium-train``."""
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(prog="sensorium-train", description=__doc__)
-    parser.add_argument("--data", nargs="+", required=True,
-                        help="session folders, or folders holding session folders")
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        help="session folders, or folders holding session folders",
+    )
     parser.add_argument("--out", required=True, help="folder for checkpoint.pt and training.json")
     parser.add_argument("--core", choices=["factorised3d", "convgru"], default="factorised3d")
     parser.add_argument("--steps", type=int, default=defaults.steps)
@@ -30,8 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--patience", type=int, default=defaults.patience)
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--time-limit", type=float, default=0.0,
-                        help="stop (keeping the best weights) after this many minutes")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=0.0,
+        help="stop (keeping the best weights) after this many minutes",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda if present)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--no-progress", action="store_true")
@@ -53,16 +61,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sensorium-train: {err}", file=sys.stderr)
         return 2
     config = TrainConfig(
-        steps=args.steps, batch=args.batch, window=args.window, lr=args.lr,
-        eval_every=args.eval_every, patience=args.patience, seed=args.seed, device=device,
-        time_limit_min=args.time_limit, core=CoreConfig(kind=args.core),
+        steps=args.steps,
+        batch=args.batch,
+        window=args.window,
+        lr=args.lr,
+        eval_every=args.eval_every,
+        patience=args.patience,
+        seed=args.seed,
+        device=device,
+        time_limit_min=args.time_limit,
+        core=CoreConfig(kind=args.core),
     )
     checkpoint = train(sessions, config, Path(args.out), progress=not args.no_progress)
     oracle = checkpoint["metrics"]["oracle"]
-    print(f"wrote {Path(args.out) / 'checkpoint.pt'} (best step {checkpoint['metrics']['best_step']})")
+    print(
+        f"wrote {Path(args.out) / 'checkpoint.pt'} (best step {checkpoint['metrics']['best_step']})"
+    )
     for metric, values in oracle.items():
-        print(f"  oracle {metric:26s} pooled_neurons={values['pooled_neurons']:.4f} "
-              f"mean_over_mice={values['mean_over_mice']:.4f}")
+        print(
+            f"  oracle {metric:26s} pooled_neurons={values['pooled_neurons']:.4f} "
+            f"mean_over_mice={values['mean_over_mice']:.4f}"
+        )
     return 0
 
 

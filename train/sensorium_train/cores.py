@@ -8,6 +8,7 @@ whole-clip output; ``initial_state`` gives the zero state of a new trial.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -49,10 +50,13 @@ class Factorised3dCore(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.out_channels = in_channels
 
+    def _blocks(self) -> list[FactorisedBlock]:
+        return [cast(FactorisedBlock, block) for block in self.blocks]
+
     @property
     def receptive_field(self) -> int:
         """Frames of input that one output frame depends on."""
-        return 1 + sum(b.temporal.context for b in self.blocks)  # type: ignore[union-attr]
+        return 1 + sum(b.temporal.context for b in self._blocks())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, T, H, W) -> (B, C, T, H/2, W/2)."""
@@ -65,18 +69,18 @@ class Factorised3dCore(nn.Module):
         """Zero state per temporal layer: (B, C, context, H/2, W/2)."""
         h, w = (height + 1) // 2, (width + 1) // 2
         return [
-            torch.zeros(batch, b.temporal.in_channels, b.temporal.context, h, w)  # type: ignore[union-attr]
-            for b in self.blocks
+            torch.zeros(batch, b.temporal.in_channels, b.temporal.context, h, w)
+            for b in self._blocks()
         ]
 
     def step(
         self, x: torch.Tensor, state: list[torch.Tensor]
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """k new frames and the state -> features of those frames and the new state."""
+        """K new frames and the state -> features of those frames and the new state."""
         x = F.elu(self.stem_norm(self.stem(x)))
         new_state = []
-        for block, block_state in zip(self.blocks, state, strict=True):
-            x, s = block.step(x, block_state)  # type: ignore[operator]
+        for block, block_state in zip(self._blocks(), state, strict=True):
+            x, s = block.step(x, block_state)
             new_state.append(s)
         return x, new_state
 
@@ -124,7 +128,7 @@ class ConvGRUCore(nn.Module):
     def step(
         self, x: torch.Tensor, state: list[torch.Tensor]
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """k new frames and the hidden state -> features and the new hidden state."""
+        """K new frames and the hidden state -> features and the new hidden state."""
         x = F.elu(self.stem_norm(self.stem(x)))
         x = F.elu(self.conv_norm(self.conv(x)))
         h = state[0][:, :, 0]

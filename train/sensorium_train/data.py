@@ -30,8 +30,13 @@ class Batch:
 class MouseWindows:
     """The train-tier trials of one mouse, ready for window sampling."""
 
-    def __init__(self, session: Session, spec: MouseSpec, tiers: tuple[str, ...] = ("train",),
-                 progress: bool = True) -> None:
+    def __init__(
+        self,
+        session: Session,
+        spec: MouseSpec,
+        tiers: tuple[str, ...] = ("train",),
+        progress: bool = True,
+    ) -> None:
         """Read every trial of ``tiers`` that has responses."""
         self.name = session.name
         std = np.asarray(spec.response_std, dtype=np.float32)
@@ -64,6 +69,9 @@ class MouseWindows:
             return torch.from_numpy(np.stack(windows).astype(np.float32))
 
         return Batch(
-            self.name, stack(self.videos), stack(self.behavior), stack(self.pupil),
+            self.name,
+            stack(self.videos),
+            stack(self.behavior),
+            stack(self.pupil),
             stack(self.responses),
         )

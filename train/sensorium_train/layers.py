@@ -27,7 +27,7 @@ class CausalTemporalConv(nn.Module):
         return self.conv(F.pad(x, (0, 0, 0, 0, self.context, 0)))
 
     def step(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """k new frames (B, C, k, H, W) and state (B, C, context, H, W) -> output, new state."""
+        """K new frames (B, C, k, H, W) and state (B, C, context, H, W) -> output, new state."""
         joined = torch.cat([state, x], dim=2)
         return self.conv(joined), joined[:, :, joined.shape[2] - self.context :]
 
@@ -39,7 +39,10 @@ class SpatialConv(nn.Module):
         """Build a 'same'-padded spatial convolution with the given stride."""
         super().__init__()
         self.conv = nn.Conv3d(
-            in_channels, out_channels, (1, kernel, kernel), stride=(1, stride, stride),
+            in_channels,
+            out_channels,
+            (1, kernel, kernel),
+            stride=(1, stride, stride),
             padding=(0, kernel // 2, kernel // 2),
         )
 
@@ -56,7 +59,11 @@ class FactorisedBlock(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel: int, temporal_kernel: int,
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        temporal_kernel: int,
         dilation: int,
     ) -> None:
         """Build one block of the factorised core."""

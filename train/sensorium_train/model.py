@@ -66,12 +66,17 @@ class MouseSpec:
 class MouseHead(nn.Module):
     """The per-mouse modules around the shared core."""
 
+    response_std: torch.Tensor
+
     def __init__(self, spec: MouseSpec, channels: int) -> None:
         """Build normaliser, readout, shifter and modulator for ``spec``."""
         super().__init__()
         self.normalizer = InputNormalizer(
-            spec.video_mean, spec.video_std, np.array(spec.behavior_std),
-            np.array(spec.pupil_mean), np.array(spec.pupil_std),
+            spec.video_mean,
+            spec.video_std,
+            np.array(spec.behavior_std),
+            np.array(spec.pupil_mean),
+            np.array(spec.pupil_std),
         )
         coords = np.asarray(spec.coordinates, dtype=np.float64)
         self.readout = GaussianReadout(spec.n_neurons, channels, positions_from_coordinates(coords))
@@ -106,10 +111,13 @@ class MouseModel(nn.Module):
         return self._respond(self.core(x), behavior, pupil)
 
     def step(
-        self, video: torch.Tensor, behavior: torch.Tensor, pupil_center: torch.Tensor,
+        self,
+        video: torch.Tensor,
+        behavior: torch.Tensor,
+        pupil_center: torch.Tensor,
         state: list[torch.Tensor],
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """k new frames (B, k, ...) and the state -> responses (B, k, N) and new state."""
+        """K new frames (B, k, ...) and the state -> responses (B, k, N) and new state."""
         x, behavior, pupil = self.head.normalizer(video, behavior, pupil_center)
         features, state = self.core.step(x, state)  # type: ignore[operator]
         return self._respond(features, behavior, pupil), state

@@ -19,9 +19,19 @@ class InputNormalizer(nn.Module):
     as the reference baselines do. Statistics come from ``meta/statistics``.
     """
 
+    video_mean: torch.Tensor
+    video_std: torch.Tensor
+    behavior_std: torch.Tensor
+    pupil_mean: torch.Tensor
+    pupil_std: torch.Tensor
+
     def __init__(
-        self, video_mean: float, video_std: float, behavior_std: np.ndarray,
-        pupil_mean: np.ndarray, pupil_std: np.ndarray,
+        self,
+        video_mean: float,
+        video_std: float,
+        behavior_std: np.ndarray,
+        pupil_mean: np.ndarray,
+        pupil_std: np.ndarray,
     ) -> None:
         """Store the statistics as buffers (exported with the graph)."""
         super().__init__()
@@ -34,8 +44,11 @@ class InputNormalizer(nn.Module):
     def forward(
         self, video: torch.Tensor, behavior: torch.Tensor, pupil_center: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Video (B, T, H, W), behaviour and pupil (B, T, 2) -> core input (B, 3, T, H, W),
-        behaviour (B, T, 2) and pupil centre (B, T, 2), normalised."""
+        """Normalise raw inputs.
+
+        Video (B, T, H, W), behaviour and pupil centre (B, T, 2) become the core
+        input (B, 3, T, H, W) and normalised behaviour and pupil centre (B, T, 2).
+        """
         frames = (video - self.video_mean) / self.video_std
         behavior = behavior / self.behavior_std
         pupil = (pupil_center - self.pupil_mean) / self.pupil_std
@@ -50,9 +63,10 @@ class Shifter(nn.Module):
     def __init__(self, hidden: int = 16) -> None:
         """A small MLP, initialised to shift nothing."""
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(2, hidden), nn.Tanh(), nn.Linear(hidden, 2), nn.Tanh())
-        nn.init.zeros_(self.net[2].weight)
-        nn.init.zeros_(self.net[2].bias)
+        last = nn.Linear(hidden, 2)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.net = nn.Sequential(nn.Linear(2, hidden), nn.Tanh(), last, nn.Tanh())
 
     def forward(self, pupil: torch.Tensor) -> torch.Tensor:
         """Shift in normalised grid units (-1..1)."""
@@ -97,7 +111,7 @@ class GaussianReadout(nn.Module):
         """Features (B, C, T, H, W) and shift (B, T, 2) -> drive (B, T, N)."""
         b, c, t, h, w = features.shape
         frames = features.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-        mu = self.mu
+        mu: torch.Tensor = self.mu
         if self.training:
             mu = mu + torch.randn_like(mu) * torch.exp(self.log_sigma)
         grid = mu[None, None, :, :] + shift.reshape(b * t, 1, 1, 2)

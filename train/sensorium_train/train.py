@@ -46,8 +46,14 @@ class TrainConfig:
 def git_revision() -> str:
     """The git revision of the working tree, or "unknown"."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=True, cwd=Path(__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+            cwd=Path(__file__).parent,
+        )
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -59,8 +65,12 @@ def poisson_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 
 
 @torch.no_grad()
-def evaluate(model: SensoriumModel, session: Session, tiers: str | tuple[str, ...] = "oracle",
-             device: str = "cpu") -> MouseMetrics:
+def evaluate(
+    model: SensoriumModel,
+    session: Session,
+    tiers: str | tuple[str, ...] = "oracle",
+    device: str = "cpu",
+) -> MouseMetrics:
     """Predict every trial of ``tiers`` whole and score it with the project's metrics."""
     was_training = model.training
     model.eval()
@@ -90,10 +100,12 @@ def train(
     rng = np.random.default_rng(config.seed)
     specs = [MouseSpec.from_session(s) for s in sessions]
     model = SensoriumModel(config.core, specs).to(config.device)
-    data = [MouseWindows(s, spec, progress=progress) for s, spec in zip(sessions, specs,
-                                                                         strict=True)]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    data = [
+        MouseWindows(s, spec, progress=progress) for s, spec in zip(sessions, specs, strict=True)
+    ]
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
     out.mkdir(parents=True, exist_ok=True)
     best: dict[str, Any] = {"score": -np.inf, "step": 0, "metrics": {}}
@@ -103,25 +115,31 @@ def train(
     for step in bar:
         batch = data[step % len(data)].sample(rng, config.batch, config.window)
         mouse = model.mouse(batch.mouse, normalized=True)
-        tensors = [t.to(config.device) for t in (batch.video, batch.behavior,
-                                                 batch.pupil_center, batch.responses)]
+        tensors = [
+            t.to(config.device)
+            for t in (batch.video, batch.behavior, batch.pupil_center, batch.responses)
+        ]
         prediction = mouse(*tensors[:3])
         skip = config.warmup_frames
         loss = poisson_loss(prediction[:, skip:], tensors[3][:, skip:])
         loss = loss + config.readout_l1 * mouse.head.readout.features.abs().mean()
         optimizer.zero_grad()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         scheduler.step()
+        loss_value = float(loss.detach())
         out_of_time = bool(config.time_limit_min) and (
-            time.monotonic() - started > 60 * config.time_limit_min)
+            time.monotonic() - started > 60 * config.time_limit_min
+        )
         if step % config.eval_every and step != config.steps and not out_of_time:
             continue
         metrics = _validate(model, sessions, config.device)
         score = metrics["single_trial_correlation"]["pooled_neurons"]
-        history.append({"step": step, "loss": float(loss), "oracle": metrics})
-        bar.set_postfix(loss=f"{float(loss):.4f}", oracle=f"{score:.3f}")
-        logger.info("step %d loss %.4f oracle single-trial correlation %.4f", step, loss, score)
+        history.append({"step": step, "loss": loss_value, "oracle": metrics})
+        bar.set_postfix(loss=f"{loss_value:.4f}", oracle=f"{score:.3f}")
+        logger.info(
+            "step %d loss %.4f oracle single-trial correlation %.4f", step, loss_value, score
+        )
         if score > best["score"]:
             best = {"score": score, "step": step, "metrics": metrics}
             evals_without_gain = 0
@@ -129,8 +147,9 @@ def train(
         else:
             evals_without_gain += 1
         if evals_without_gain >= config.patience or out_of_time:
-            logger.info("stopping at step %d (%s)", step,
-                        "time limit" if out_of_time else "no gain")
+            logger.info(
+                "stopping at step %d (%s)", step, "time limit" if out_of_time else "no gain"
+            )
             break
     model.load_state_dict(torch.load(out / "best_weights.pt", weights_only=True))
     checkpoint = {
@@ -147,7 +166,8 @@ def train(
     }
     torch.save(checkpoint, out / "checkpoint.pt")
     (out / "training.json").write_text(
-        json.dumps({k: v for k, v in checkpoint.items() if k != "state_dict"}, indent=2) + "\n")
+        json.dumps({k: v for k, v in checkpoint.items() if k != "state_dict"}, indent=2) + "\n"
+    )
     return checkpoint
 
 
@@ -163,10 +183,9 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[SensoriumMod
     """Rebuild the model of a checkpoint written by :func:`train`."""
     checkpoint = torch.load(path, map_location=device, weights_only=False)
     core = dict(checkpoint["config"]["core"])
-    core_config = CoreConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                for k, v in core.items()})
-    specs = [MouseSpec(**{**m, "frame_shape": tuple(m["frame_shape"])})
-             for m in checkpoint["mice"]]
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in core.items()}
+    core_config = CoreConfig(**fields)
+    specs = [MouseSpec(**{**m, "frame_shape": tuple(m["frame_shape"])}) for m in checkpoint["mice"]]
     model = SensoriumModel(core_config, specs)
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), checkpoint

@@ -1,0 +1,192 @@
+"""Reading and verifying model versions of a model repository (no torch).
+
+Layout (Triton-style)::
+
+    <repository>/<model>/<version>/manifest.json
+    <repository>/<model>/<version>/mice/<session>/{clip,step}.onnx
+
+A version is read only if its manifest is well formed, every file it lists is
+present with the recorded size and SHA-256, and every graph opens in ONNX Runtime
+with the inputs and outputs (names and fixed extents) that the manifest declares.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+logger = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+FORMAT = "sensorium-serve model v1"
+REQUIRED = {
+    "format": str,
+    "name": str,
+    "version": int,
+    "architecture": str,
+    "causal": bool,
+    "frame": dict,
+    "input_channels": list,
+    "burn_in_frames": int,
+    "mice": list,
+    "graphs": dict,
+    "state": list,
+    "files": dict,
+    "training": dict,
+}
+
+
+class RepositoryError(ValueError):
+    """A model version that cannot be served; the message names the file and the fault."""
+
+
+@dataclass(frozen=True)
+class MouseGraphs:
+    """The graphs of one mouse of a version."""
+
+    mouse: str
+    neuron_count: int
+    neuron_ids: list[int]
+    clip: Path
+    step: Path
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A verified model version."""
+
+    name: str
+    version: int
+    path: Path
+    manifest: dict[str, Any]
+    manifest_sha256: str
+    mice: dict[str, MouseGraphs]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_manifest(path: Path) -> tuple[dict[str, Any], str]:
+    file = path / MANIFEST
+    if not file.is_file():
+        raise RepositoryError(f"{file}: missing; every version folder needs a manifest")
+    raw = file.read_bytes()
+    try:
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RepositoryError(f"{file}: not valid JSON ({err})") from None
+    if not isinstance(manifest, dict):
+        raise RepositoryError(f"{file}: expected a JSON object")
+    for key, kind in REQUIRED.items():
+        if not isinstance(manifest.get(key), kind):
+            raise RepositoryError(f"{file}: field {key!r} missing or not a {kind.__name__}")
+    if manifest["format"] != FORMAT:
+        raise RepositoryError(f"{file}: format {manifest['format']!r}, expected {FORMAT!r}")
+    if str(manifest["version"]) != path.name:
+        raise RepositoryError(
+            f"{file}: version {manifest['version']} does not match its folder {path.name!r}"
+        )
+    return manifest, hashlib.sha256(raw).hexdigest()
+
+
+def _verify_files(path: Path, files: dict[str, Any]) -> None:
+    for rel, meta in files.items():
+        file = path / rel
+        if not file.is_file():
+            raise RepositoryError(f"{file}: missing; the manifest lists it")
+        size = file.stat().st_size
+        if size != meta.get("bytes"):
+            raise RepositoryError(
+                f"{file}: {size} bytes, the manifest records {meta.get('bytes')} (truncated?)"
+            )
+        if _sha256(file) != meta.get("sha256"):
+            raise RepositoryError(f"{file}: SHA-256 does not match the manifest (corrupted?)")
+
+
+def _check_graph(file: Path, spec: dict[str, Any], neurons: int) -> None:
+    """Open ``file`` and compare its inputs and outputs with the manifest's ``spec``."""
+    try:
+        session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises several unrelated types
+        raise RepositoryError(f"{file}: ONNX Runtime cannot load it ({err})") from None
+    actual = {
+        "inputs": {i.name: i.shape for i in session.get_inputs()},
+        "outputs": {o.name: o.shape for o in session.get_outputs()},
+    }
+    for side in ("inputs", "outputs"):
+        declared = {d["name"]: d["shape"] for d in spec.get(side, [])}
+        if set(declared) != set(actual[side]):
+            raise RepositoryError(
+                f"{file}: graph {side} {sorted(actual[side])} do not match the manifest's "
+                f"{sorted(declared)}"
+            )
+        for name, shape in declared.items():
+            real = actual[side][name]
+            fixed = [neurons if d == "neurons" else d for d in shape]
+            if len(real) != len(fixed) or any(
+                isinstance(want, int) and want != got
+                for want, got in zip(fixed, real, strict=False)
+            ):
+                raise RepositoryError(
+                    f"{file}: {side[:-1]} {name} has shape {real}, the manifest says {fixed}"
+                )
+
+
+def read_version(path: str | Path) -> ModelVersion:
+    """Read and verify one version folder.
+
+    Raises:
+        RepositoryError: naming the file and what is wrong with it.
+    """
+    path = Path(path)
+    manifest, digest = _read_manifest(path)
+    _verify_files(path, manifest["files"])
+    mice = {}
+    for entry in manifest["mice"]:
+        graphs = {}
+        for kind in ("clip", "step"):
+            rel = entry.get("graphs", {}).get(kind)
+            if rel not in manifest["files"]:
+                raise RepositoryError(
+                    f"{path / MANIFEST}: {kind} graph of {entry.get('mouse')} is not in 'files'"
+                )
+            _check_graph(path / rel, manifest["graphs"][kind], int(entry["neuron_count"]))
+            graphs[kind] = path / rel
+        if len(entry["neuron_ids"]) != entry["neuron_count"]:
+            raise RepositoryError(
+                f"{path / MANIFEST}: {entry['mouse']} lists {len(entry['neuron_ids'])} neuron "
+                f"ids for {entry['neuron_count']} neurons"
+            )
+        mice[entry["mouse"]] = MouseGraphs(
+            entry["mouse"],
+            int(entry["neuron_count"]),
+            list(entry["neuron_ids"]),
+            graphs["clip"],
+            graphs["step"],
+        )
+    return ModelVersion(manifest["name"], manifest["version"], path, manifest, digest, mice)
+
+
+def list_versions(repository: str | Path) -> list[Path]:
+    """Every ``<model>/<integer version>`` folder of a repository, sorted."""
+    root = Path(repository)
+    return sorted(
+        (
+            v
+            for m in root.iterdir()
+            if m.is_dir()
+            for v in m.iterdir()
+            if v.is_dir() and v.name.isdigit()
+        ),
+        key=lambda v: (v.parent.name, int(v.name)),
+    )

@@ -1,0 +1,32 @@
+"""Training writes a self-describing checkpoint and is deterministic per seed on CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from sensorium_data import Session
+from sensorium_train.model import SensoriumModel
+from sensorium_train.train import TrainConfig, load_checkpoint, train
+
+
+def test_checkpoint_records_provenance(tiny_checkpoint: Path, tiny_mouse: Path) -> None:
+    model, checkpoint = load_checkpoint(tiny_checkpoint)
+    assert isinstance(model, SensoriumModel)
+    assert checkpoint["data"] == [str(tiny_mouse.resolve())]
+    assert checkpoint["config"]["core"]["kind"] == "factorised3d"
+    assert len(checkpoint["git_revision"]) in (40, 7) or checkpoint["git_revision"] == "unknown"
+    oracle = checkpoint["metrics"]["oracle"]
+    assert set(oracle) == {"single_trial_correlation", "correlation_to_average", "feve"}
+    assert "pooled_neurons" in oracle["single_trial_correlation"]
+    assert (tiny_checkpoint.parent / "training.json").is_file()
+
+
+def test_deterministic_per_seed(tiny_mouse: Path, tmp_path: Path) -> None:
+    config = TrainConfig(steps=3, batch=2, window=30, warmup_frames=5, eval_every=3, seed=7)
+    session = Session(tiny_mouse)
+    first = train([session], config, tmp_path / "a", progress=False)["state_dict"]
+    second = train([session], config, tmp_path / "b", progress=False)["state_dict"]
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
