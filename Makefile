@@ -6,7 +6,7 @@ CONSTRAINTS := constraints/ci.txt
 BUF_VERSION := 1.75.0
 DEMO_DIR := build/demo
 
-.PHONY: help venv run synth-default test lint format protos protos-check buf-lint client-only ci clean
+.PHONY: help venv run synth-default default-model bench-streaming test lint format protos protos-check buf-lint client-only ci clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,6 +26,20 @@ run: venv  ## the main job: a small synthetic mouse, written, validated, its noi
 
 synth-default: venv  ## the full-scale synthetic mouse (8,000 neurons, 700 trials) in build/synth
 	$(BIN)/sensorium-synth --out build/synth --overwrite
+
+default-model: venv  ## reproduce models/sensorium from scratch (synthetic mouse, train, export, evaluate; < 60 min)
+	$(BIN)/sensorium-synth --out build/synth --overwrite --no-progress
+	$(BIN)/sensorium-train --data build/synth --out build/default --steps 6000 --batch 4 \
+		--window 90 --eval-every 500 --time-limit 42 --no-progress
+	rm -rf build/models
+	$(BIN)/sensorium-export --checkpoint build/default/checkpoint.pt --repository build/models \
+		--name sensorium --version 1
+	$(BIN)/sensorium-evaluate --checkpoint build/default/checkpoint.pt --data build/synth \
+		--json build/default/quality.json | tee build/default/quality.md
+	rm -rf models/sensorium && cp -r build/models/sensorium models/sensorium
+
+bench-streaming: venv  ## budgets of the default architecture (state, step latency, ratios)
+	$(BIN)/python bench/streaming_budget.py
 
 test: venv  ## run the test suite
 	$(BIN)/pytest

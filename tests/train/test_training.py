@@ -24,9 +24,23 @@ def test_checkpoint_records_provenance(tiny_checkpoint: Path, tiny_mouse: Path) 
 
 
 def test_deterministic_per_seed(tiny_mouse: Path, tmp_path: Path) -> None:
-    config = TrainConfig(steps=3, batch=2, window=30, warmup_frames=5, eval_every=3, seed=7)
+    config = TrainConfig(
+        steps=3, batch=2, window=30, warmup_frames=5, eval_every=3, seed=7, neurons_per_step=16
+    )
     session = Session(tiny_mouse)
     first = train([session], config, tmp_path / "a", progress=False)["state_dict"]
     second = train([session], config, tmp_path / "b", progress=False)["state_dict"]
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_quality_report_against_the_ceiling(tiny_checkpoint: Path, tiny_mouse: Path) -> None:
+    from sensorium_train.evaluate import format_report, quality_report
+
+    model, _ = load_checkpoint(tiny_checkpoint)
+    report = quality_report(model, [Session(tiny_mouse)], ["final_test_main", "oracle"])
+    row = report["final_test_main"]["single_trial_correlation"]
+    assert row["ceiling"] > 0.1
+    assert row["fraction_of_ceiling"] == row["mean_over_mice"] / row["ceiling"]
+    table = format_report(report)
+    assert "| final_test_main | single_trial_correlation |" in table

@@ -97,18 +97,35 @@ class MouseModel(nn.Module):
         self.normalized = normalized
 
     def _respond(
-        self, features: torch.Tensor, behavior: torch.Tensor, pupil: torch.Tensor
+        self,
+        features: torch.Tensor,
+        behavior: torch.Tensor,
+        pupil: torch.Tensor,
+        neurons: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        drive = self.head.readout(features, self.head.shifter(pupil))
-        responses = F.softplus(drive) * self.head.modulator(behavior)
-        return responses if self.normalized else responses * self.head.response_std
+        drive = self.head.readout(features, self.head.shifter(pupil), neurons)
+        responses = F.softplus(drive) * self.head.modulator(behavior, neurons)
+        if self.normalized:
+            return responses
+        std = self.head.response_std if neurons is None else self.head.response_std[neurons]
+        return responses * std
 
     def forward(
-        self, video: torch.Tensor, behavior: torch.Tensor, pupil_center: torch.Tensor
+        self,
+        video: torch.Tensor,
+        behavior: torch.Tensor,
+        pupil_center: torch.Tensor,
+        neurons: torch.Tensor | None = None,
+        from_frame: int = 0,
     ) -> torch.Tensor:
-        """Video (B, T, H, W) 0..255, behaviour and pupil centre (B, T, 2) -> (B, T, N)."""
+        """Video (B, T, H, W) 0..255, behaviour and pupil centre (B, T, 2) -> (B, T, N).
+
+        Training may restrict the output to ``neurons`` and to frames ``from_frame``
+        onwards (the core still sees every frame).
+        """
         x, behavior, pupil = self.head.normalizer(video, behavior, pupil_center)
-        return self._respond(self.core(x), behavior, pupil)
+        features = self.core(x)[:, :, from_frame:]
+        return self._respond(features, behavior[:, from_frame:], pupil[:, from_frame:], neurons)
 
     def step(
         self,

@@ -82,9 +82,10 @@ class Modulator(nn.Module):
         self.net = nn.Sequential(nn.Linear(2, hidden), nn.ELU(), nn.Linear(hidden, factors))
         self.weights = nn.Parameter(torch.zeros(factors, n_neurons))
 
-    def forward(self, behavior: torch.Tensor) -> torch.Tensor:
-        """Gain >= 0 per frame and neuron."""
-        return torch.exp(self.net(behavior) @ self.weights)
+    def forward(self, behavior: torch.Tensor, neurons: torch.Tensor | None = None) -> torch.Tensor:
+        """Gain >= 0 per frame and neuron (or per neuron of the ``neurons`` subset)."""
+        weights = self.weights if neurons is None else self.weights[:, neurons]
+        return torch.exp(self.net(behavior) @ weights)
 
 
 class GaussianReadout(nn.Module):
@@ -107,17 +108,33 @@ class GaussianReadout(nn.Module):
         self.features = nn.Parameter(torch.randn(n_neurons, channels) / channels**0.5 * 0.1)
         self.bias = nn.Parameter(torch.zeros(n_neurons))
 
-    def forward(self, features: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-        """Features (B, C, T, H, W) and shift (B, T, 2) -> drive (B, T, N)."""
+    def forward(
+        self, features: torch.Tensor, shift: torch.Tensor, neurons: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Features (B, C, T, H, W) and shift (B, T, 2) -> drive (B, T, N).
+
+        ``neurons`` (indices) restricts the readout to a subset, which training uses
+        to spend less time per step on the readout.
+        """
         b, c, t, h, w = features.shape
         frames = features.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
         mu: torch.Tensor = self.mu
+        weights: torch.Tensor = self.features
+        bias: torch.Tensor = self.bias
+        log_sigma: torch.Tensor = self.log_sigma
+        if neurons is not None:
+            mu, weights, bias, log_sigma = (
+                mu[neurons],
+                weights[neurons],
+                bias[neurons],
+                log_sigma[neurons],
+            )
         if self.training:
-            mu = mu + torch.randn_like(mu) * torch.exp(self.log_sigma)
+            mu = mu + torch.randn_like(mu) * torch.exp(log_sigma)
         grid = mu[None, None, :, :] + shift.reshape(b * t, 1, 1, 2)
         sampled = F.grid_sample(frames, grid.clamp(-1.1, 1.1), align_corners=False)
         sampled = sampled[:, :, 0, :]  # (B*T, C, N)
-        drive = (sampled * self.features.t()[None]).sum(dim=1) + self.bias
+        drive = (sampled * weights.t()[None]).sum(dim=1) + bias
         return drive.reshape(b, t, -1)
 
 

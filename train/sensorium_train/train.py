@@ -37,6 +37,7 @@ class TrainConfig:
     readout_l1: float = 1e-4
     eval_every: int = 200
     patience: int = 5
+    neurons_per_step: int = 2048  # readout subset per step (0: all neurons)
     seed: int = 0
     device: str = "cpu"
     time_limit_min: float = 0.0  # 0: no limit
@@ -119,9 +120,14 @@ def train(
             t.to(config.device)
             for t in (batch.video, batch.behavior, batch.pupil_center, batch.responses)
         ]
-        prediction = mouse(*tensors[:3])
+        n = mouse.head.readout.bias.shape[0]
+        subset = None
+        if config.neurons_per_step and config.neurons_per_step < n:
+            subset = torch.from_numpy(rng.choice(n, config.neurons_per_step, replace=False))
         skip = config.warmup_frames
-        loss = poisson_loss(prediction[:, skip:], tensors[3][:, skip:])
+        prediction = mouse(*tensors[:3], neurons=subset, from_frame=skip)
+        target = tensors[3][:, skip:] if subset is None else tensors[3][:, skip:, subset]
+        loss = poisson_loss(prediction, target)
         loss = loss + config.readout_l1 * mouse.head.readout.features.abs().mean()
         optimizer.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]

@@ -1,0 +1,196 @@
+"""Budgets of the default architecture, measured side by side in one run.
+
+State, step latency, streaming vs sliding window, ONNX Runtime vs PyTorch eager:
+
+    python bench/streaming_budget.py                       # random weights, 8,000 neurons
+    python bench/streaming_budget.py --checkpoint build/default/checkpoint.pt
+
+Targets (issue 4): causal with a temporal receptive field >= 20 frames; state <= 2 MB
+per stream; step (k = 1) p50 <= 3 ms and p99 <= 6 ms; streaming >= 10x cheaper per
+frame than recomputing the receptive-field window; whole 300-frame clip >= 1.5x
+faster in ONNX Runtime than in PyTorch eager. Absolute times count only on the
+machine they were measured on; ratios travel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from sensorium_export.graphs import INPUTS, example_inputs
+from sensorium_export.repository import write_version
+from sensorium_train.cores import CoreConfig
+from sensorium_train.model import MouseSpec, SensoriumModel, summarize
+from sensorium_train.train import load_checkpoint
+
+
+def random_model(neurons: int) -> SensoriumModel:
+    """An untrained default-architecture model for one synthetic mouse (speed only)."""
+    rng = np.random.default_rng(0)
+    spec = MouseSpec(
+        name="bench-mouse",
+        unit_ids=list(range(neurons)),
+        coordinates=rng.uniform(0, 600, (neurons, 3)).tolist(),
+        video_mean=120.0,
+        video_std=60.0,
+        behavior_std=[4.0, 5.0],
+        pupil_mean=[160.0, 110.0],
+        pupil_std=[4.0, 3.0],
+        response_std=[1.0] * neurons,
+    )
+    torch.manual_seed(0)
+    return SensoriumModel(CoreConfig(), [spec]).eval()
+
+
+def timed(fn: Callable[[], object], repeats: int, warmup: int = 5) -> list[float]:
+    """Wall times in ms of ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def session(path: Path, threads: int) -> ort.InferenceSession:
+    """A CPU ONNX Runtime session with ``threads`` intra-op threads."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def cpu_peak_gflops() -> float:
+    """Dense float32 matmul throughput of this machine (all cores), GFLOP/s."""
+    a = np.random.default_rng(0).random((1024, 1024), dtype=np.float32)
+    times = timed(lambda: a @ a, 10, warmup=2)
+    return 2 * 1024**3 / (min(times) / 1e3) / 1e9
+
+
+def main() -> int:
+    """Run the benchmark and print the table."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--checkpoint", help="checkpoint.pt (default: random weights)")
+    parser.add_argument("--neurons", type=int, default=8000)
+    parser.add_argument("--steps", type=int, default=600, help="timed stream steps")
+    args = parser.parse_args()
+    model = load_checkpoint(args.checkpoint)[0] if args.checkpoint else random_model(args.neurons)
+    name = next(iter(model.specs))
+    mouse = model.mouse(name)
+    summary = summarize(model, name)
+    neurons = model.specs[name].n_neurons
+    with tempfile.TemporaryDirectory() as tmp:
+        version, _ = write_version(model, {}, Path(tmp), "bench", {})
+        clip_path = next(version.rglob("clip.onnx"))
+        step_path = next(version.rglob("step.onnx"))
+        rows = measure(model, mouse, summary.receptive_field, clip_path, step_path, args.steps)
+    flops = step_flops(mouse)
+    peak = cpu_peak_gflops()
+    print(f"\ndefault architecture, {neurons} neurons, {summary.parameters:,} parameters")
+    print(
+        f"FLOPs per frame (step, k=1): {flops / 1e6:.1f} MFLOP; this CPU's dense matmul peak "
+        f"{peak:.0f} GFLOP/s -> compute floor {flops / peak / 1e6:.3f} ms per frame\n"
+    )
+    print(f"{'figure':52s} {'measured':>12s} {'target':>12s}  ok")
+    table = [
+        (
+            "causal temporal receptive field (frames)",
+            summary.receptive_field,
+            ">= 20",
+            summary.receptive_field >= 20,
+        ),
+        (
+            "streaming state per stream (MB)",
+            summary.state_bytes / 2**20,
+            "<= 2",
+            summary.state_bytes <= 2 * 2**20,
+        ),
+        *rows,
+    ]
+    for label, value, target, ok in table:
+        print(f"{label:52s} {value:12.3f} {target:>12s}  {'yes' if ok else 'NO'}")
+    return 0 if all(row[3] for row in table) else 1
+
+
+def step_flops(mouse: torch.nn.Module) -> int:
+    """FLOPs of one streaming step of one frame (convolutions and matmuls)."""
+    state = mouse.initial_state(1)  # type: ignore[operator]
+    inputs = example_inputs(mouse, 1, 1)  # type: ignore[arg-type]
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        mouse.step(*inputs, state)  # type: ignore[operator]
+    return int(counter.get_total_flops())
+
+
+def measure(
+    model: SensoriumModel,
+    mouse: torch.nn.Module,
+    rf: int,
+    clip_path: Path,
+    step_path: Path,
+    steps: int,
+) -> list[tuple[str, float, str, bool]]:
+    """Latency rows: step p50/p99 at 1 and 2 threads, sliding window, whole clip."""
+    rows: list[tuple[str, float, str, bool]] = []
+    frames = [t.numpy() for t in example_inputs(mouse, 1, 300)]  # type: ignore[arg-type]
+    state0 = [s.numpy() for s in mouse.initial_state(1)]  # type: ignore[operator]
+    step_p50 = {}
+    for threads in (1, 2):
+        step = session(step_path, threads)
+        names = [i.name for i in step.get_inputs()][3:]
+        state = list(state0)
+        t = {"i": 0}
+
+        def one_step(
+            step: ort.InferenceSession = step,
+            names: list[str] = names,
+            state: list[np.ndarray] = state,
+            t: dict[str, int] = t,
+        ) -> None:
+            i = t["i"] % 300
+            feed = {n: a[:, i : i + 1] for n, a in zip(INPUTS, frames, strict=True)}
+            feed.update(zip(names, state, strict=True))
+            out = step.run(None, feed)
+            state[:] = out[1:]
+            t["i"] += 1
+
+        times = timed(one_step, steps, warmup=50)
+        p50, p99 = float(np.percentile(times, 50)), float(np.percentile(times, 99))
+        step_p50[threads] = p50
+        rows.append((f"stream step k=1, {threads} thread(s): p50 (ms)", p50, "<= 3", p50 <= 3))
+        rows.append((f"stream step k=1, {threads} thread(s): p99 (ms)", p99, "<= 6", p99 <= 6))
+    clip = session(clip_path, 2)
+    window = {n: np.ascontiguousarray(a[:, :rf]) for n, a in zip(INPUTS, frames, strict=True)}
+    sliding = statistics.median(timed(lambda: clip.run(["responses"], window), 100))
+    ratio = sliding / step_p50[2]
+    rows.append(("sliding window (recompute RF per frame), 2 thr (ms)", sliding, "", True))
+    rows.append(("  ratio sliding / streaming per frame", ratio, ">= 10", ratio >= 10))
+    whole = dict(zip(INPUTS, frames, strict=True))
+    onnx_ms = statistics.median(timed(lambda: clip.run(["responses"], whole), 7, warmup=2))
+    torch.set_num_threads(2)
+    tensors = [torch.from_numpy(a) for a in frames]
+    with torch.no_grad():
+        eager_ms = statistics.median(timed(lambda: mouse(*tensors), 7, warmup=2))
+    rows.append(("whole 300-frame clip, ONNX Runtime, 2 thr (ms)", onnx_ms, "", True))
+    rows.append(("whole 300-frame clip, PyTorch eager, 2 thr (ms)", eager_ms, "", True))
+    rows.append(
+        ("  ratio eager / ONNX Runtime", eager_ms / onnx_ms, ">= 1.5", eager_ms / onnx_ms >= 1.5)
+    )
+    del model
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())
