@@ -12,15 +12,32 @@ from tests.conftest import run_console_script
 def test_train_then_export(tiny_mouse: Path, tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
     trained = run_console_script(
-        "sensorium-train", "--data", str(tiny_mouse), "--out", str(ckpt), "--steps", "4",
-        "--batch", "2", "--window", "40", "--eval-every", "2", "--no-progress",
+        "sensorium-train",
+        "--data",
+        str(tiny_mouse),
+        "--out",
+        str(ckpt),
+        "--steps",
+        "4",
+        "--batch",
+        "2",
+        "--window",
+        "40",
+        "--eval-every",
+        "2",
+        "--no-progress",
     )
     assert trained.returncode == 0, trained.stderr
     assert "oracle single_trial_correlation" in trained.stdout
     repo = tmp_path / "repo"
     exported = run_console_script(
-        "sensorium-export", "--checkpoint", str(ckpt / "checkpoint.pt"), "--repository",
-        str(repo), "--name", "small",
+        "sensorium-export",
+        "--checkpoint",
+        str(ckpt / "checkpoint.pt"),
+        "--repository",
+        str(repo),
+        "--name",
+        "small",
     )
     assert exported.returncode == 0, exported.stderr
     assert "stream k=1 vs clip" in exported.stdout
@@ -30,8 +47,15 @@ def test_train_then_export(tiny_mouse: Path, tmp_path: Path) -> None:
     assert manifest["training"]["datasets"] == [str(tiny_mouse.resolve())]
 
     again = run_console_script(
-        "sensorium-export", "--checkpoint", str(ckpt / "checkpoint.pt"), "--repository",
-        str(repo), "--name", "small", "--version", "1",
+        "sensorium-export",
+        "--checkpoint",
+        str(ckpt / "checkpoint.pt"),
+        "--repository",
+        str(repo),
+        "--name",
+        "small",
+        "--version",
+        "1",
     )
     assert again.returncode == 2
     assert "never overwritten" in again.stderr
