@@ -95,7 +95,7 @@ def main() -> int:
         version, _ = write_version(model, {}, Path(tmp), "bench", {})
         clip_path = next(version.rglob("clip.onnx"))
         step_path = next(version.rglob("step.onnx"))
-        rows = measure(model, mouse, summary.receptive_field, clip_path, step_path, args.steps)
+        rows = measure(mouse, summary.receptive_field, clip_path, step_path, args.steps)
     flops = step_flops(mouse)
     peak = cpu_peak_gflops()
     print(f"\ndefault architecture, {neurons} neurons, {summary.parameters:,} parameters")
@@ -188,7 +188,6 @@ def measure(
     rows.append(
         ("  ratio eager / ONNX Runtime", eager_ms / onnx_ms, ">= 1.5", eager_ms / onnx_ms >= 1.5)
     )
-    del model
     return rows
 
 

@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 
 from sensorium_data import SCORED_FROM_FRAME, Session
-from sensorium_export.graphs import INPUTS, check_dynamic_axes, export_clip, export_step
+from sensorium_export.graphs import (
+    INPUTS,
+    check_dynamic_axes,
+    example_inputs,
+    export_clip,
+    export_step,
+)
 from sensorium_export.parity import ParityResult, check_parity
 from sensorium_train.model import SensoriumModel, summarize
 
@@ -59,8 +65,6 @@ def _io_spec(h: int, w: int, n: str, frames: str, state: list[list[int]]) -> dic
 def _cases(
     model: SensoriumModel, mouse: str, session: Session | None
 ) -> dict[str, tuple[np.ndarray, ...]]:
-    from sensorium_export.graphs import example_inputs
-
     mouse_model = model.mouse(mouse)
     cases = {"random": tuple(t.numpy() for t in example_inputs(mouse_model, 2, 45))}
     if session is not None:
