@@ -135,7 +135,6 @@ def step_flops(mouse: torch.nn.Module) -> int:
 
 
 def measure(
-    model: SensoriumModel,
     mouse: torch.nn.Module,
     rf: int,
     clip_path: Path,
