@@ -177,11 +177,14 @@ def measure(
     rows.append(("sliding window (recompute RF per frame), 2 thr (ms)", sliding, "", True))
     rows.append(("  ratio sliding / streaming per frame", ratio, ">= 10", ratio >= 10))
     whole = dict(zip(INPUTS, frames, strict=True))
-    onnx_ms = statistics.median(timed(lambda: clip.run(["responses"], whole), 7, warmup=2))
     torch.set_num_threads(2)
     tensors = [torch.from_numpy(a) for a in frames]
+    onnx_times, eager_times = [], []
     with torch.no_grad():
-        eager_ms = statistics.median(timed(lambda: mouse(*tensors), 7, warmup=2))
+        for _ in range(11):  # interleaved, so drift on a shared machine hits both alike
+            onnx_times += timed(lambda: clip.run(["responses"], whole), 1, warmup=1)
+            eager_times += timed(lambda: mouse(*tensors), 1, warmup=1)
+    onnx_ms, eager_ms = statistics.median(onnx_times), statistics.median(eager_times)
     rows.append(("whole 300-frame clip, ONNX Runtime, 2 thr (ms)", onnx_ms, "", True))
     rows.append(("whole 300-frame clip, PyTorch eager, 2 thr (ms)", eager_ms, "", True))
     rows.append(

@@ -23,6 +23,8 @@ from torch import nn
 from sensorium_train.model import MouseModel
 
 logger = logging.getLogger(__name__)
+# The exporter warns once per missing torchvision operator; we use none of them.
+logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 INPUTS = ("video", "behavior", "pupil_center")
 
 
