@@ -10,7 +10,7 @@ import numpy as np
 
 from sensorium_data.layout import BONUS_TEST_TIERS, MAIN_TEST_TIERS
 from sensorium_data.metrics import METRICS, MouseScorer, aggregate
-from sensorium_data.session import Session
+from sensorium_data.session import Session, Trial
 
 GROUND_TRUTH = "ground_truth"
 SCORED_TIERS = ("oracle", *MAIN_TEST_TIERS, *BONUS_TEST_TIERS)
@@ -22,10 +22,10 @@ def rates_path(session_root: Path, trial: int) -> Path:
     return session_root / GROUND_TRUTH / "rates" / f"{trial}.npy"
 
 
-def load_rates(session: Session, trial: int) -> np.ndarray:
-    """Noise-free rates of one trial over its real length, T x N, float32."""
-    rates = np.load(rates_path(session.root, trial), mmap_mode="r")
-    return np.asarray(rates[:, : session.trial(trial).length].T, dtype=np.float32)
+def load_rates(trial: Trial) -> np.ndarray:
+    """Noise-free rates of one synthetic trial over its real length, T x N, float32."""
+    rates = np.load(rates_path(trial.session.root, trial.index), mmap_mode="r")
+    return np.asarray(rates[:, : trial.length].T, dtype=np.float32)
 
 
 def _groups(session: Session) -> dict[str, list[int]]:
@@ -53,21 +53,21 @@ def compute_ceiling(session: Session) -> dict[str, Any]:
     for name, members in groups.items():
         for index in members:
             membership[index].append(name)
-    by_clip: dict[str, list[int]] = defaultdict(list)
+    # One Trial object per trial, so its video and responses are read once.
+    by_clip: dict[str, list[Trial]] = defaultdict(list)
     for index in sorted(membership):
         trial = session.trial(index)
         if trial.has_responses:
-            by_clip[trial.clip_id].append(index)
+            by_clip[trial.clip_id].append(trial)
     scorers = {name: MouseScorer(session.n_neurons) for name in groups}
     counts: dict[str, int] = defaultdict(int)
-    for clip_id, members in by_clip.items():
-        for index in members:
-            responses = session.trial(index).response_frames()
-            rates = load_rates(session, index)
-            for name in membership[index]:
+    for clip_id, repeats in by_clip.items():
+        for trial in repeats:
+            responses, rates = trial.response_frames(), load_rates(trial)
+            for name in membership[trial.index]:
                 scorers[name].add(responses, rates, clip_id)
                 counts[name] += 1
-        for name in {g for index in members for g in membership[index]}:
+        for name in {g for trial in repeats for g in membership[trial.index]}:
             scorers[name].close_clip(clip_id)
     results: dict[str, dict[str, float]] = {}
     for name, scorer in scorers.items():

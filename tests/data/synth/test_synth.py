@@ -66,8 +66,7 @@ def test_ceiling_is_what_the_metrics_module_computes(small_session: Session) -> 
     saved = json.loads((small_session.root / "ground_truth/ceiling.json").read_text())
     for tier in ("oracle", "live_test_main", "final_test_bonus"):
         trials = [
-            (t.response_frames(), load_rates(small_session, t.index), t.clip_id)
-            for t in small_session.trials(tier)
+            (t.response_frames(), load_rates(t), t.clip_id) for t in small_session.trials(tier)
         ]
         figures = aggregate({"m": score_mouse(trials, small_session.n_neurons)})
         for metric, value in saved["ceiling"][tier].items():
