@@ -35,15 +35,19 @@ class CausalTemporalConv(nn.Module):
 class SpatialConv(nn.Module):
     """A per-frame 2D convolution applied to every frame, as a (1, k, k) Conv3d."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> None:
-        """Build a 'same'-padded spatial convolution with the given stride."""
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel: int, stride: int = 1, dilation: int = 1
+    ) -> None:
+        """Build a 'same'-padded spatial convolution with the given stride and dilation."""
         super().__init__()
+        pad = dilation * (kernel // 2)
         self.conv = nn.Conv3d(
             in_channels,
             out_channels,
             (1, kernel, kernel),
             stride=(1, stride, stride),
-            padding=(0, kernel // 2, kernel // 2),
+            padding=(0, pad, pad),
+            dilation=(1, dilation, dilation),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -65,10 +69,11 @@ class FactorisedBlock(nn.Module):
         kernel: int,
         temporal_kernel: int,
         dilation: int,
+        spatial_dilation: int = 1,
     ) -> None:
         """Build one block of the factorised core."""
         super().__init__()
-        self.spatial = SpatialConv(in_channels, out_channels, kernel)
+        self.spatial = SpatialConv(in_channels, out_channels, kernel, dilation=spatial_dilation)
         self.spatial_norm = nn.BatchNorm3d(out_channels)
         self.temporal = CausalTemporalConv(out_channels, out_channels, temporal_kernel, dilation)
         self.temporal_norm = nn.BatchNorm3d(out_channels)

@@ -82,6 +82,7 @@ class MouseHead(nn.Module):
         self.readout = GaussianReadout(spec.n_neurons, channels, positions_from_coordinates(coords))
         self.shifter = Shifter()
         self.modulator = Modulator(spec.n_neurons)
+        self.log_scale = nn.Parameter(torch.zeros(spec.n_neurons))  # output amplitude
         self.register_buffer("response_std", torch.tensor(spec.response_std, dtype=torch.float32))
         self.frame_shape = tuple(spec.frame_shape)
 
@@ -103,8 +104,10 @@ class MouseModel(nn.Module):
         pupil: torch.Tensor,
         neurons: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        drive = self.head.readout(features, self.head.shifter(pupil), neurons)
-        responses = F.softplus(drive) * self.head.modulator(behavior, neurons)
+        gain = self.head.modulator(behavior, neurons)
+        drive = self.head.readout(features, self.head.shifter(pupil), neurons, gain)
+        log_scale = self.head.log_scale if neurons is None else self.head.log_scale[neurons]
+        responses = F.softplus(drive) * torch.exp(log_scale)
         if self.normalized:
             return responses
         std = self.head.response_std if neurons is None else self.head.response_std[neurons]

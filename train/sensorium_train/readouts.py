@@ -109,12 +109,18 @@ class GaussianReadout(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_neurons))
 
     def forward(
-        self, features: torch.Tensor, shift: torch.Tensor, neurons: torch.Tensor | None = None
+        self,
+        features: torch.Tensor,
+        shift: torch.Tensor,
+        neurons: torch.Tensor | None = None,
+        gain: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Features (B, C, T, H, W) and shift (B, T, 2) -> drive (B, T, N).
 
         ``neurons`` (indices) restricts the readout to a subset, which training uses
-        to spend less time per step on the readout.
+        to spend less time per step on the readout. ``gain`` (B, T, N) multiplies the
+        weighted features before the bias is added: behaviour scales the stimulus
+        drive ahead of the threshold, as it does in cortex.
         """
         b, c, t, h, w = features.shape
         frames = features.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
@@ -134,8 +140,10 @@ class GaussianReadout(nn.Module):
         grid = mu[None, None, :, :] + shift.reshape(b * t, 1, 1, 2)
         sampled = F.grid_sample(frames, grid.clamp(-1.1, 1.1), align_corners=False)
         sampled = sampled[:, :, 0, :]  # (B*T, C, N)
-        drive = (sampled * weights.t()[None]).sum(dim=1) + bias
-        return drive.reshape(b, t, -1)
+        drive = (sampled * weights.t()[None]).sum(dim=1).reshape(b, t, -1)
+        if gain is not None:
+            drive = drive * gain
+        return drive + bias
 
 
 def positions_from_coordinates(coordinates: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -60,6 +61,18 @@ def git_revision() -> str:
         return "unknown"
 
 
+def learning_rate_factor(step: int, steps: int, elapsed_s: float, limit_s: float) -> float:
+    """Cosine decay over the run: by steps, or by time when a time limit ends it sooner.
+
+    With a time limit the schedule follows whichever is further along, so the
+    learning rate anneals to 0 by the end of the budget instead of stopping high.
+    """
+    progress = step / steps
+    if limit_s > 0:
+        progress = max(progress, elapsed_s / limit_s)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
 def poisson_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean Poisson negative log-likelihood (up to a constant)."""
     return (prediction - target * torch.log(prediction + 1e-8)).mean()
@@ -107,7 +120,6 @@ def train(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
     out.mkdir(parents=True, exist_ok=True)
     best: dict[str, Any] = {"score": -np.inf, "step": 0, "metrics": {}}
     history: list[dict[str, Any]] = []
@@ -132,7 +144,11 @@ def train(
         optimizer.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
-        scheduler.step()
+        factor = learning_rate_factor(
+            step, config.steps, time.monotonic() - started, 60 * config.time_limit_min
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * factor
         loss_value = float(loss.detach())
         out_of_time = bool(config.time_limit_min) and (
             time.monotonic() - started > 60 * config.time_limit_min
@@ -188,7 +204,7 @@ def _jsonable(value: Any) -> Any:
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[SensoriumModel, dict[str, Any]]:
     """Rebuild the model of a checkpoint written by :func:`train`."""
     checkpoint = torch.load(path, map_location=device, weights_only=False)
-    core = dict(checkpoint["config"]["core"])
+    core = {"spatial_dilations": [1, 1, 1], **checkpoint["config"]["core"]}  # older checkpoints
     fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in core.items()}
     core_config = CoreConfig(**fields)
     specs = [MouseSpec(**{**m, "frame_shape": tuple(m["frame_shape"])}) for m in checkpoint["mice"]]
