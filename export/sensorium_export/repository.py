@@ -144,6 +144,12 @@ def _build(
                 "neuron_count": spec.n_neurons,
                 "neuron_ids": spec.unit_ids,
                 "graphs": graphs,
+                # Mean behaviour of the training data: what clients may send when a
+                # recording lacks behaviour (and say so).
+                "input_defaults": {
+                    "behavior": spec.behavior_mean,
+                    "pupil_center": spec.pupil_mean,
+                },
             }
         )
         for rel in graphs.values():

@@ -34,6 +34,7 @@ class MouseSpec:
     pupil_std: list[float]
     response_std: list[float]
     frame_shape: tuple[int, int] = (36, 64)
+    behavior_mean: list[float] = field(default_factory=lambda: [0.0, 0.0])
 
     @property
     def n_neurons(self) -> int:
@@ -60,6 +61,7 @@ class MouseSpec:
             pupil_std=np.asarray(pupil.std, dtype=float).reshape(2).tolist(),
             response_std=std.tolist(),
             frame_shape=session.frame_shape,
+            behavior_mean=np.asarray(behavior.mean, dtype=float).reshape(2).tolist(),
         )
 
 
