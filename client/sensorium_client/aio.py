@@ -1,0 +1,208 @@
+"""The asyncio client: the same calls as :class:`~sensorium_client.sdk.Client`, awaited."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+import grpc
+import numpy as np
+
+from sensorium_api.v1 import predictor_pb2 as pb
+from sensorium_api.v1 import predictor_pb2_grpc as pb_grpc
+from sensorium_client import messages
+from sensorium_client.connection import Connection
+from sensorium_client.errors import SensoriumError, ServerError, from_rpc_error
+from sensorium_client.inputs import as_frames, check_arrays
+from sensorium_client.messages import ModelInfo, StreamInfo
+
+
+class AsyncClient:
+    """An asyncio connection to a sensorium-serve server.
+
+    Example::
+
+        async with AsyncClient("localhost:8001") as client:
+            responses = await client.predict(video, behavior, pupil_center)
+    """
+
+    def __init__(self, target: str | None = None, **settings: Any) -> None:
+        """Connect to ``target``; ``settings`` as for :class:`~sensorium_client.sdk.Client`."""
+        if target is not None:
+            settings["target"] = target
+        self.connection = Connection(**settings)
+        self._channel = self.connection.aio_channel()
+        self._stub = pb_grpc.PredictorStub(self._channel)
+        self._models: dict[tuple[str, int], ModelInfo] = {}
+
+    async def __aenter__(self) -> AsyncClient:
+        """Use as an async context manager; the channel closes on exit."""
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the channel."""
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self._channel.close()
+
+    async def _call(
+        self, method: Any, request: Any, timeout: float | None, metadata: Sequence[tuple[str, str]]
+    ) -> Any:
+        try:
+            return await method(
+                request,
+                timeout=self.connection.timeout if timeout is None else timeout,
+                metadata=self.connection.call_metadata(metadata),
+            )
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+
+    async def models(
+        self, timeout: float | None = None, metadata: Sequence[tuple[str, str]] = ()
+    ) -> list[ModelInfo]:
+        """Every model version the server serves."""
+        reply = await self._call(self._stub.ListModels, pb.ListModelsRequest(), timeout, metadata)
+        return [messages.model_info(m) for m in reply.models]
+
+    async def model(
+        self,
+        name: str = "",
+        version: int = 0,
+        timeout: float | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> ModelInfo:
+        """One model version (empty name: the only model; version 0: the latest)."""
+        key = (name, version)
+        if key not in self._models:
+            request = pb.GetModelRequest(model=name, version=version)
+            reply = await self._call(self._stub.GetModel, request, timeout, metadata)
+            self._models[key] = messages.model_info(reply.model)
+        return self._models[key]
+
+    async def predict(
+        self,
+        video: np.ndarray,
+        behavior: np.ndarray,
+        pupil_center: np.ndarray,
+        mouse: str = "",
+        model: str = "",
+        version: int = 0,
+        dtype: str = "float32",
+        timeout: float | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> np.ndarray:
+        """Responses (T, N) to one trial (see :meth:`Client.predict`)."""
+        info = await self.model(model, version, timeout, metadata)
+        arrays = check_arrays(video, behavior, pupil_center, info.frame_shape)
+        request = messages.predict_request(
+            info.name, info.version, info.mouse(mouse).mouse, arrays, dtype
+        )
+        reply = await self._call(self._stub.Predict, request, timeout, metadata)
+        return messages.responses_of(reply)
+
+    async def stream(
+        self,
+        mouse: str = "",
+        model: str = "",
+        version: int = 0,
+        dtype: str = "float32",
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> AsyncStreamSession:
+        """Open a stream session (see :meth:`Client.stream`)."""
+        info = await self.model(model, version)
+        call = self._stub.StreamPredict(metadata=self.connection.call_metadata(metadata))
+        session = AsyncStreamSession(call, info.frame_shape)
+        await session._open(
+            messages.open_request(info.name, info.version, info.mouse(mouse).mouse, dtype)
+        )
+        return session
+
+
+class AsyncStreamSession:
+    """One ``StreamPredict`` call driven with ``await``."""
+
+    def __init__(self, call: Any, frame_shape: tuple[int, int]) -> None:
+        """Wrap an open bidirectional call."""
+        self._call = call
+        self._frame_shape = frame_shape
+        self._closed = False
+        self.info: StreamInfo | None = None
+
+    async def _exchange(
+        self, request: pb.StreamPredictRequest, kind: str
+    ) -> pb.StreamPredictResponse:
+        if self._closed:
+            raise SensoriumError("this stream session is closed")
+        try:
+            await self._call.write(request)
+            reply = await self._call.read()
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        if reply is grpc.aio.EOF:
+            try:
+                await self._call  # raises the stream's status if it failed
+            except grpc.RpcError as err:
+                raise from_rpc_error(err) from None
+            raise ServerError("the server ended the stream")
+        if reply.WhichOneof("kind") != kind:
+            raise ServerError(f"expected a {kind!r} reply, got {reply.WhichOneof('kind')!r}")
+        return reply
+
+    async def _open(self, request: pb.StreamPredictRequest) -> None:
+        self.info = messages.stream_info(await self._exchange(request, "opened"))
+
+    async def step(
+        self,
+        frames: np.ndarray,
+        behavior: np.ndarray,
+        pupil_center: np.ndarray,
+        frame_index: int | None = None,
+    ) -> np.ndarray:
+        """Responses (k, N) to the next k frames."""
+        arrays = check_arrays(*as_frames(frames, behavior, pupil_center), self._frame_shape)
+        reply = await self._exchange(messages.frames_request(arrays, frame_index), "responses")
+        return messages.responses_of(reply.responses)
+
+    async def reset(self) -> int:
+        """Zero the state; returns the trial count."""
+        return int((await self._exchange(messages.RESET, "reset")).reset.trial_count)
+
+    async def close(self) -> None:
+        """Half-close and wait for the server to end the stream."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._call.done_writing()
+            await self._call
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+
+    def cancel(self) -> None:
+        """Abandon the stream at once."""
+        self._closed = True
+        self._call.cancel()
+
+    async def __aenter__(self) -> AsyncStreamSession:
+        """Use as an async context manager."""
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close (or cancel, when leaving on an error)."""
+        if error is not None:
+            self.cancel()
+        else:
+            await self.close()

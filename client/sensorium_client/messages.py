@@ -1,0 +1,172 @@
+"""The only module of the client that touches protobuf messages."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sensorium_api.tensors import from_tensor, to_tensor
+from sensorium_api.v1 import predictor_pb2 as pb
+
+SERVICE = "sensorium.v1.Predictor"
+
+
+def service_config(retries: int) -> str:
+    """GRPC service config: retry UNAVAILABLE only, round-robin over resolved addresses."""
+    config: dict[str, object] = {"loadBalancingConfig": [{"round_robin": {}}]}
+    if retries > 0:
+        config["methodConfig"] = [
+            {
+                "name": [{"service": SERVICE}],
+                "retryPolicy": {
+                    "maxAttempts": retries + 1,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    return json.dumps(config)
+
+
+@dataclass(frozen=True)
+class MouseInfo:
+    """One mouse a model serves."""
+
+    mouse: str
+    neuron_count: int
+    neuron_ids: list[int]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A served model version, as its manifest describes it."""
+
+    name: str
+    version: int
+    mice: list[MouseInfo]
+    frame_shape: tuple[int, int]
+    frame_rate_hz: float
+    burn_in_frames: int
+    causal: bool
+    architecture: str
+    manifest_sha256: str
+    training_metrics: dict[str, float] = field(default_factory=dict)
+
+    def mouse(self, name: str = "") -> MouseInfo:
+        """A mouse by name; an empty name means the only mouse."""
+        if not name and len(self.mice) == 1:
+            return self.mice[0]
+        for mouse in self.mice:
+            if mouse.mouse == name:
+                return mouse
+        from sensorium_client.errors import NotFoundError
+
+        names = [m.mouse for m in self.mice]
+        raise NotFoundError(f"mouse {name!r} is not served by {self.name}; mice: {names}")
+
+
+def model_info(message: pb.ModelManifest) -> ModelInfo:
+    """A ``ModelManifest`` message as a :class:`ModelInfo`."""
+    return ModelInfo(
+        name=message.name,
+        version=message.version,
+        mice=[MouseInfo(m.mouse, m.neuron_count, list(m.neuron_ids)) for m in message.mice],
+        frame_shape=(message.frame_height, message.frame_width),
+        frame_rate_hz=message.frame_rate_hz,
+        burn_in_frames=message.burn_in_frames,
+        causal=message.causal,
+        architecture=message.training.architecture,
+        manifest_sha256=message.manifest_sha256,
+        training_metrics=dict(message.training.metrics),
+    )
+
+
+def response_code(dtype: str | np.dtype) -> pb.DataType:
+    """The wire code of a response dtype (float32 or float16)."""
+    dtype = np.dtype(dtype)
+    if dtype == np.float16:
+        return pb.DATA_TYPE_FLOAT16
+    return pb.DATA_TYPE_FLOAT32
+
+
+def predict_request(
+    model: str,
+    version: int,
+    mouse: str,
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray],
+    dtype: str | np.dtype,
+) -> pb.PredictRequest:
+    """A ``PredictRequest`` from checked time-first arrays."""
+    video, behavior, pupil_center = arrays
+    return pb.PredictRequest(
+        model=model,
+        version=version,
+        mouse=mouse,
+        video=to_tensor(video),
+        behavior=to_tensor(behavior),
+        pupil_center=to_tensor(pupil_center),
+        response_dtype=response_code(dtype),
+    )
+
+
+def open_request(
+    model: str, version: int, mouse: str, dtype: str | np.dtype
+) -> pb.StreamPredictRequest:
+    """The first message of a stream."""
+    return pb.StreamPredictRequest(
+        open=pb.StreamOpen(
+            model=model, version=version, mouse=mouse, response_dtype=response_code(dtype)
+        )
+    )
+
+
+def frames_request(
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray], frame_index: int | None = None
+) -> pb.StreamPredictRequest:
+    """A ``frames`` message of a stream."""
+    video, behavior, pupil_center = arrays
+    frames = pb.StreamFrames(
+        video=to_tensor(video), behavior=to_tensor(behavior), pupil_center=to_tensor(pupil_center)
+    )
+    if frame_index is not None:
+        frames.frame_index = frame_index
+    return pb.StreamPredictRequest(frames=frames)
+
+
+RESET = pb.StreamPredictRequest(reset=pb.StreamReset())
+
+
+def responses_of(message: pb.PredictResponse | pb.StreamResponses) -> np.ndarray:
+    """The responses array (T, N) of a response message."""
+    return from_tensor(message.responses, "responses")
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What the server said when it opened a stream."""
+
+    session_id: str
+    model: str
+    version: int
+    mouse: str
+    neuron_count: int
+    burn_in_frames: int
+    max_frames_per_step: int
+
+
+def stream_info(message: pb.StreamPredictResponse) -> StreamInfo:
+    """The ``opened`` reply of a stream."""
+    o = message.opened
+    return StreamInfo(
+        o.session_id,
+        o.model,
+        o.version,
+        o.mouse,
+        o.neuron_count,
+        o.burn_in_frames,
+        o.max_frames_per_step,
+    )

@@ -1,0 +1,89 @@
+"""The only module of the server that touches protobuf messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from sensorium_api.tensors import TensorError, from_tensor, to_tensor
+from sensorium_api.v1 import predictor_pb2 as pb
+from sensorium_server.errors import InvalidInputError
+from sensorium_server.runtime import LoadedModel
+from sensorium_server.scheduler import Timing
+
+RESPONSE_DTYPES: dict[int, np.dtype] = {
+    pb.DATA_TYPE_UNSPECIFIED: np.dtype("float32"),
+    pb.DATA_TYPE_FLOAT32: np.dtype("float32"),
+    pb.DATA_TYPE_FLOAT16: np.dtype("float16"),
+}
+
+
+def manifest_message(model: LoadedModel) -> pb.ModelManifest:
+    """A served model version as a ``ModelManifest`` message."""
+    manifest = model.manifest
+    training = manifest.get("training", {})
+    metrics = {k: float(v) for k, v in training.get("metrics", {}).items() if _number(v)}
+    return pb.ModelManifest(
+        name=model.name,
+        version=model.version.version,
+        mice=[
+            pb.MouseInfo(mouse=m.mouse, neuron_count=m.neuron_count, neuron_ids=m.neuron_ids)
+            for m in model.mice.values()
+        ],
+        frame_height=model.frame_shape[0],
+        frame_width=model.frame_shape[1],
+        frame_rate_hz=float(manifest["frame"].get("rate_hz", 30.0)),
+        input_channels=manifest["input_channels"],
+        burn_in_frames=manifest["burn_in_frames"],
+        graphs=[pb.GRAPH_KIND_CLIP, pb.GRAPH_KIND_STEP],
+        causal=manifest["causal"],
+        max_frames_per_step=int(manifest.get("max_frames_per_step", 0)),
+        manifest_sha256=model.version.manifest_sha256,
+        training=pb.TrainingInfo(
+            datasets=[str(d) for d in training.get("datasets", [])],
+            metrics=metrics,
+            git_revision=str(training.get("git_revision", "")),
+            created=str(training.get("created", "")),
+            architecture=str(manifest["architecture"]),
+        ),
+    )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def input_arrays(message: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Video, behaviour and pupil centre of a ``PredictRequest`` or ``StreamFrames``."""
+    arrays = []
+    for name in ("video", "behavior", "pupil_center"):
+        if not message.HasField(name):
+            raise InvalidInputError(
+                f"{name}: missing; every request carries video, behavior and pupil_center tensors"
+            )
+        try:
+            arrays.append(from_tensor(getattr(message, name), name))
+        except TensorError as err:
+            raise InvalidInputError(str(err)) from None
+    return arrays[0], arrays[1], arrays[2]
+
+
+def response_dtype(code: int) -> np.dtype:
+    """The numpy dtype a client asked responses in (float32 unless float16)."""
+    if code not in RESPONSE_DTYPES:
+        raise InvalidInputError(
+            f"response_dtype: {pb.DataType.Name(code) if code in pb.DataType.values() else code}"
+            ", expected DATA_TYPE_FLOAT32 (default) or DATA_TYPE_FLOAT16"
+        )
+    return RESPONSE_DTYPES[code]
+
+
+def responses_tensor(responses: np.ndarray, dtype: np.dtype) -> pb.Tensor:
+    """Responses (T, N) in the requested dtype."""
+    return to_tensor(responses.astype(dtype, copy=False))
+
+
+def timing_message(timing: Timing) -> pb.Timing:
+    """Queue and compute time in milliseconds."""
+    return pb.Timing(queue_ms=timing.queue_s * 1e3, compute_ms=timing.compute_s * 1e3)

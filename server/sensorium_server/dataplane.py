@@ -1,0 +1,110 @@
+"""The protocol-agnostic core of the server: predict a clip, open and step streams.
+
+Servicers (the native API, and any other protocol) decode their messages into
+numpy arrays, call this, and encode the result; they hold no state themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sensorium_server.errors import FailedPreconditionError
+from sensorium_server.inputs import check_inputs
+from sensorium_server.metrics import Metrics
+from sensorium_server.runtime import LoadedModel, ModelStore, MouseRuntime
+from sensorium_server.scheduler import Scheduler, Timing
+from sensorium_server.sessions import SessionManager, StreamSession
+from sensorium_server.settings import Settings
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Responses (T, N) of one request and where they came from."""
+
+    model: LoadedModel
+    mouse: MouseRuntime
+    responses: np.ndarray
+    timing: Timing
+    first_frame: int = 0
+
+
+class DataPlane:
+    """Everything the servicers ask of the server."""
+
+    def __init__(self, settings: Settings, store: ModelStore, metrics: Metrics) -> None:
+        """Wire the store, a scheduler and the session manager together."""
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.scheduler = Scheduler(settings.workers, settings.max_queue, metrics.observe_inference)
+        self.sessions = SessionManager(settings.max_sessions)
+
+    def resolve(self, model: str, version: int, mouse: str) -> tuple[LoadedModel, MouseRuntime]:
+        """The served model and mouse a request names (empty names: the only one)."""
+        loaded = self.store.get(model, version)
+        return loaded, self.store.mouse(loaded, mouse)
+
+    async def predict(
+        self,
+        model: str,
+        version: int,
+        mouse: str,
+        video: np.ndarray,
+        behavior: np.ndarray,
+        pupil_center: np.ndarray,
+    ) -> Prediction:
+        """Run the whole-clip graph on one trial."""
+        loaded, runtime = self.resolve(model, version, mouse)
+        feeds = check_inputs(
+            video, behavior, pupil_center, loaded.frame_shape, self.settings.max_clip_frames
+        )
+        outputs, timing = await self.scheduler.run(runtime.clip, feeds, (loaded.name, "clip"))
+        return Prediction(loaded, runtime, outputs[0][0], timing)
+
+    def open_stream(
+        self, model: str, version: int, mouse: str, response_dtype: np.dtype
+    ) -> StreamSession:
+        """A new stream session with zero state."""
+        loaded, runtime = self.resolve(model, version, mouse)
+        session = self.sessions.open(loaded, runtime, response_dtype)
+        self.metrics.sessions.labels(loaded.name).set(self.sessions.by_model(loaded.name))
+        return session
+
+    async def step(
+        self,
+        session: StreamSession,
+        video: np.ndarray,
+        behavior: np.ndarray,
+        pupil_center: np.ndarray,
+        frame_index: int | None = None,
+    ) -> Prediction:
+        """Run the step graph on the next frames of a stream and keep the new state."""
+        if frame_index is not None and frame_index != session.next_frame:
+            raise FailedPreconditionError(
+                f"frame_index: got {frame_index}, expected {session.next_frame} (the next "
+                "frame of this trial; send reset to start a new trial)"
+            )
+        feeds = check_inputs(
+            video,
+            behavior,
+            pupil_center,
+            session.model.frame_shape,
+            self.settings.max_step_frames,
+        )
+        for spec, state in zip(session.mouse.state, session.state, strict=True):
+            feeds[spec.input] = state
+        outputs, timing = await self.scheduler.run(
+            session.mouse.step, feeds, (session.model.name, "step")
+        )
+        session.state = outputs[1:]
+        first = session.next_frame
+        session.next_frame += int(video.shape[0])
+        return Prediction(session.model, session.mouse, outputs[0][0], timing, first)
+
+    def close_stream(self, session: StreamSession) -> None:
+        """End a session and free its state."""
+        self.sessions.close(session)
+        name = session.model.name
+        self.metrics.sessions.labels(name).set(self.sessions.by_model(name))

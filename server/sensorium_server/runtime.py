@@ -1,0 +1,233 @@
+"""Loaded models: ONNX Runtime sessions per mouse, warmed up and parity-checked.
+
+A version is served only after :func:`sensorium_server.repository.read_version`
+accepts it and its streaming graph, stepped frame by frame, reproduces its
+whole-clip graph on a random clip (design.md: parity at export and again at load).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from sensorium_server.errors import NotFoundError, UnavailableError
+from sensorium_server.repository import (
+    ModelVersion,
+    RepositoryError,
+    list_versions,
+    read_version,
+)
+from sensorium_server.settings import Settings, parse_version_policy
+
+logger = logging.getLogger(__name__)
+PARITY_FRAMES = 12
+PARITY_TOLERANCE = 1e-3  # relative; export checks 1e-4 on CPU, GPUs may use TF32
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One state tensor of a step graph (without the batch axis)."""
+
+    input: str
+    output: str
+    shape: tuple[int, ...]
+
+
+@dataclass
+class MouseRuntime:
+    """The two graphs of one mouse, ready to run."""
+
+    mouse: str
+    neuron_ids: list[int]
+    clip: ort.InferenceSession
+    step: ort.InferenceSession
+    state: list[StateSpec]
+    input_defaults: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def neuron_count(self) -> int:
+        """Number of neurons this mouse's graphs predict."""
+        return len(self.neuron_ids)
+
+    def initial_state(self) -> list[np.ndarray]:
+        """Zero state of a new trial, batch of 1."""
+        return [np.zeros((1, *s.shape), dtype=np.float32) for s in self.state]
+
+
+@dataclass
+class LoadedModel:
+    """A served model version."""
+
+    version: ModelVersion
+    mice: dict[str, MouseRuntime]
+
+    @property
+    def name(self) -> str:
+        """The model's name."""
+        return self.version.name
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The version's manifest."""
+        return self.version.manifest
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        """(height, width) of a frame."""
+        frame = self.manifest["frame"]
+        return int(frame["height"]), int(frame["width"])
+
+
+def providers_for(setting: str) -> list[str]:
+    """Execution providers for a ``--providers`` setting; CUDA only where it exists."""
+    available = ort.get_available_providers()
+    if setting == "cuda" and "CUDAExecutionProvider" not in available:
+        raise RuntimeError(f"--providers cuda, but this ONNX Runtime has only {available}")
+    if setting in ("cuda", "auto") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _open(path: Path, settings: Settings) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.intra_op_threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=providers_for(settings.providers))
+
+
+def check_stream_parity(mouse: MouseRuntime, frame_shape: tuple[int, int]) -> float:
+    """Step a random clip frame by frame; relative max error against the whole clip."""
+    rng = np.random.default_rng(0)
+    video = rng.uniform(0, 255, (1, PARITY_FRAMES, *frame_shape)).astype(np.float32)
+    behavior = rng.uniform(0, 10, (1, PARITY_FRAMES, 2)).astype(np.float32)
+    pupil = rng.uniform(-5, 5, (1, PARITY_FRAMES, 2)).astype(np.float32)
+    clip = mouse.clip.run(None, {"video": video, "behavior": behavior, "pupil_center": pupil})[0]
+    state = mouse.initial_state()
+    stepped = []
+    for t in range(PARITY_FRAMES):
+        feeds = {
+            "video": video[:, t : t + 1],
+            "behavior": behavior[:, t : t + 1],
+            "pupil_center": pupil[:, t : t + 1],
+        }
+        feeds.update({s.input: x for s, x in zip(mouse.state, state, strict=True)})
+        out = mouse.step.run(None, feeds)
+        stepped.append(out[0])
+        state = out[1:]
+    error = np.abs(np.concatenate(stepped, axis=1) - clip).max()
+    return float(error / max(float(np.abs(clip).max()), 1e-6))
+
+
+def load_version(path: Path, settings: Settings) -> LoadedModel:
+    """Read, verify, open, warm up and parity-check one version folder."""
+    version = read_version(path)
+    states = [
+        StateSpec(s["input"], s["output"], tuple(int(d) for d in s["shape"]))
+        for s in version.manifest["state"]
+    ]
+    loaded = LoadedModel(version, {})
+    for name, graphs in version.mice.items():
+        entry = next(m for m in version.manifest["mice"] if m["mouse"] == name)
+        mouse = MouseRuntime(
+            name,
+            graphs.neuron_ids,
+            _open(graphs.clip, settings),
+            _open(graphs.step, settings),
+            states,
+            dict(entry.get("input_defaults", {})),
+        )
+        error = check_stream_parity(mouse, loaded.frame_shape)
+        if not error < PARITY_TOLERANCE:
+            raise RepositoryError(
+                f"{graphs.step}: stepping does not reproduce the clip graph "
+                f"(relative error {error:.2e} > {PARITY_TOLERANCE:.0e})"
+            )
+        loaded.mice[name] = mouse
+    return loaded
+
+
+def select_versions(repository: Path, policy: str) -> list[Path]:
+    """The version folders the ``--versions`` policy serves, per model."""
+    kind, numbers = parse_version_policy(policy)
+    by_model: dict[str, list[Path]] = defaultdict(list)
+    for path in list_versions(repository):
+        by_model[path.parent.name].append(path)
+    chosen = []
+    for versions in by_model.values():
+        if kind == "latest":
+            chosen += versions[-numbers[0] :]
+        elif kind == "specific":
+            chosen += [v for v in versions if int(v.name) in numbers]
+        else:
+            chosen += versions
+    return chosen
+
+
+class ModelStore:
+    """The served models; looked up by name, version (0: latest) and mouse."""
+
+    def __init__(self) -> None:
+        """An empty store; :meth:`load` fills it."""
+        self.models: dict[tuple[str, int], LoadedModel] = {}
+        self.failures: dict[str, str] = {}
+        self.ready = False
+
+    def load(self, settings: Settings) -> None:
+        """Load every selected version; one that fails is logged and skipped."""
+        root = settings.model_repository
+        if not root.is_dir():
+            raise RepositoryError(f"{root}: model repository not found")
+        for path in select_versions(root, settings.versions):
+            try:
+                model = load_version(path, settings)
+            except RepositoryError as err:
+                logger.error("skipping %s: %s", path, err)
+                self.failures[str(path)] = str(err)
+                continue
+            self.models[(model.name, model.version.version)] = model
+            logger.info(
+                "loaded %s version %d (%d mice)", model.name, model.version.version, len(model.mice)
+            )
+        self.ready = True
+
+    def served(self) -> list[LoadedModel]:
+        """Every served model version, sorted by name and version."""
+        if not self.ready:
+            raise UnavailableError("models are still loading; retry shortly")
+        return [self.models[key] for key in sorted(self.models)]
+
+    def get(self, name: str, version: int = 0) -> LoadedModel:
+        """A served model; an empty name means the only model served."""
+        if not self.ready:
+            raise UnavailableError("models are still loading; retry shortly")
+        names = sorted({n for n, _ in self.models})
+        if not name:
+            if len(names) != 1:
+                raise NotFoundError(f"model not named and this server serves {len(names)}: {names}")
+            name = names[0]
+        versions = sorted(v for n, v in self.models if n == name)
+        if not versions:
+            raise NotFoundError(f"model {name!r} is not served; models: {names}")
+        if version == 0:
+            version = versions[-1]
+        if (name, version) not in self.models:
+            raise NotFoundError(f"model {name!r} has no version {version}; versions: {versions}")
+        return self.models[(name, version)]
+
+    def mouse(self, model: LoadedModel, mouse: str) -> MouseRuntime:
+        """A mouse of ``model``; an empty name means its only mouse."""
+        if not mouse and len(model.mice) == 1:
+            return next(iter(model.mice.values()))
+        if mouse not in model.mice:
+            raise NotFoundError(
+                f"mouse {mouse!r} is not served by {model.name} version "
+                f"{model.version.version}; mice: {sorted(model.mice)}"
+            )
+        return model.mice[mouse]

@@ -1,0 +1,131 @@
+"""Build, start, load, and drain the gRPC server (``create_server`` apart from ``serve``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from sensorium_api.v1 import predictor_pb2 as pb
+from sensorium_api.v1 import predictor_pb2_grpc as pb_grpc
+from sensorium_server.dataplane import DataPlane
+from sensorium_server.metrics import Metrics
+from sensorium_server.runtime import ModelStore
+from sensorium_server.servicer import PredictorServicer
+from sensorium_server.settings import Settings
+
+logger = logging.getLogger(__name__)
+PREDICTOR = pb.DESCRIPTOR.services_by_name["Predictor"].full_name
+HEALTH_SERVICES = ("", PREDICTOR)
+
+
+def grpc_options(settings: Settings) -> list[tuple[str, int]]:
+    """Channel arguments: message limits and connection recycling."""
+    size = settings.max_message_mb * 1024 * 1024
+    options = [
+        ("grpc.max_receive_message_length", size),
+        ("grpc.max_send_message_length", size),
+    ]
+    if settings.max_connection_age_s > 0:
+        # Recycled connections let clients rebalance across replicas; open streams
+        # get the drain grace to finish.
+        options += [
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(settings.drain_grace_s * 1000)),
+        ]
+    return options
+
+
+@dataclass
+class Server:
+    """A built server: the gRPC server, its ports, and what it serves."""
+
+    settings: Settings
+    grpc_server: grpc.aio.Server
+    port: int
+    metrics_port: int | None
+    plane: DataPlane
+    health: health.aio.HealthServicer
+
+    async def start(self) -> None:
+        """Start taking calls (health NOT_SERVING until :meth:`load_models`)."""
+        await self.grpc_server.start()
+        logger.info("gRPC on port %d, metrics on %s", self.port, self.metrics_port or "(disabled)")
+
+    async def load_models(self) -> None:
+        """Load and warm up the repository off the event loop, then report SERVING.
+
+        Raises:
+            RuntimeError: when no model version could be loaded.
+        """
+        store, settings = self.plane.store, self.settings
+        await asyncio.get_running_loop().run_in_executor(None, store.load, settings)
+        metrics = self.plane.metrics
+        for name, version in store.models:
+            metrics.models.labels(name, str(version)).set(1)
+        metrics.load_failures.set(len(store.failures))
+        if not store.models:
+            raise RuntimeError(
+                f"no model version of {settings.model_repository} could be loaded "
+                f"(policy {settings.versions!r}); failures: {store.failures or 'none found'}"
+            )
+        for service in HEALTH_SERVICES:
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float) -> None:
+        """Report NOT_SERVING, refuse new calls, give open ones ``grace`` seconds, release."""
+        await self.health.enter_graceful_shutdown()
+        await self.grpc_server.stop(grace)
+        self.plane.scheduler.close()
+        self.plane.metrics.close()
+
+
+async def create_server(settings: Settings) -> Server:
+    """Build the server and bind its ports (port 0: any free port); nothing is loaded yet."""
+    metrics = Metrics()
+    plane = DataPlane(settings, ModelStore(), metrics)
+    server = grpc.aio.server(options=grpc_options(settings))
+    pb_grpc.add_PredictorServicer_to_server(PredictorServicer(plane), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for service in HEALTH_SERVICES:
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        [PREDICTOR, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        raise RuntimeError(f"cannot bind gRPC to {settings.host}:{settings.port}")
+    metrics_port = metrics.serve(settings.metrics_port) if settings.metrics_port >= 0 else None
+    return Server(settings, server, port, metrics_port, plane, health_servicer)
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM or SIGINT, then drain; returns the process exit code."""
+    server = await create_server(settings)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loading = asyncio.create_task(server.load_models())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if loading.done() and loading.exception() is not None:
+        logger.error("%s", loading.exception())
+        stopping.cancel()
+        await server.stop(0)
+        return 1
+    if not stopping.done():
+        logger.info("serving %d model versions", len(server.plane.store.models))
+    await stopping
+    logger.info("draining: open calls get %g s", settings.drain_grace_s)
+    loading.cancel()
+    await server.stop(settings.drain_grace_s)
+    logger.info("stopped")
+    return 0

@@ -1,0 +1,100 @@
+"""One typed settings object for the server, from flags and ``SENSORIUM_*`` env vars.
+
+Every flag ``--some-name`` has the env var ``SENSORIUM_SOME_NAME``; a flag given on
+the command line wins over the env var, which wins over the default. Nothing is
+parsed at import time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+def default_repository() -> Path:
+    """The embedded ``models/`` of a source checkout, else ``./models``."""
+    checkout = Path(__file__).resolve().parents[2] / "models"
+    return checkout if checkout.is_dir() else Path("models")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server can be told."""
+
+    model_repository: Path = Path("models")
+    host: str = "[::]"
+    port: int = 8001
+    metrics_port: int = 8002  # -1: no metrics endpoint
+    versions: str = "latest:1"  # "all", "latest:N" or "specific:1,3"
+    providers: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
+    workers: int = 2  # inference threads of the scheduler
+    intra_op_threads: int = 1  # ONNX Runtime threads per inference
+    max_queue: int = 64  # inferences waiting or running before RESOURCE_EXHAUSTED
+    max_sessions: int = 256  # open stream sessions
+    max_clip_frames: int = 3000  # frames of one Predict call
+    max_step_frames: int = 300  # frames of one stream message
+    max_message_mb: int = 64  # gRPC receive and send limit
+    idle_timeout_s: float = 60.0  # a stream silent this long is closed
+    drain_grace_s: float = 20.0  # SIGTERM: time open calls get to finish
+    max_connection_age_s: float = 300.0  # connections are recycled so load rebalances
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        """Check values that would otherwise fail later and obscurely."""
+        for name in ("workers", "intra_op_threads", "max_queue", "max_sessions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.providers not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"providers must be auto, cpu or cuda, got {self.providers!r}")
+        parse_version_policy(self.versions)
+
+
+def parse_version_policy(text: str) -> tuple[str, list[int]]:
+    """``"all"``, ``"latest:N"`` or ``"specific:1,3"`` -> (kind, numbers)."""
+    kind, _, rest = text.partition(":")
+    try:
+        numbers = [int(n) for n in rest.split(",") if n.strip()]
+    except ValueError:
+        numbers = []
+    if kind == "all" and not rest:
+        return kind, []
+    if kind in ("latest", "specific") and numbers and min(numbers) >= 1:
+        return kind, numbers
+    raise ValueError(f"versions policy {text!r}: expected 'all', 'latest:N' or 'specific:1,2'")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def parse_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build :class:`Settings` from command-line flags and the environment."""
+    environ = os.environ if environ is None else environ
+    defaults = Settings(model_repository=default_repository())
+    parser = argparse.ArgumentParser(
+        prog="sensorium-server",
+        description="Serve Sensorium models over gRPC (sensorium.v1.Predictor).",
+        epilog="Every flag can also be set by its env var, e.g. SENSORIUM_PORT=9001.",
+    )
+    for spec in fields(Settings):
+        value = getattr(defaults, spec.name)
+        kind = type(value)
+        env = "SENSORIUM_" + spec.name.upper()
+        if env in environ:
+            try:
+                value = kind(environ[env])
+            except ValueError:
+                parser.error(f"{env}={environ[env]!r} is not a valid {kind.__name__}")
+        parser.add_argument(
+            _flag(spec.name), type=kind, default=value, help=f"(env {env}; default: %(default)s)"
+        )
+    args = parser.parse_args(argv)
+    try:
+        return Settings(**vars(args))
+    except ValueError as err:
+        parser.error(str(err))

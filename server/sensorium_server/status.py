@@ -1,0 +1,42 @@
+"""The one place where domain errors become gRPC status codes.
+
+Unknown exceptions become INTERNAL with a generic message; the traceback goes to
+the log, never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from sensorium_server.errors import (
+    FailedPreconditionError,
+    IdleTimeoutError,
+    InvalidInputError,
+    LimitExceededError,
+    NotFoundError,
+    ServingError,
+    UnavailableError,
+)
+
+logger = logging.getLogger(__name__)
+
+_CODES: dict[type[ServingError], grpc.StatusCode] = {
+    InvalidInputError: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFoundError: grpc.StatusCode.NOT_FOUND,
+    FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
+    LimitExceededError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    UnavailableError: grpc.StatusCode.UNAVAILABLE,
+    IdleTimeoutError: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+INTERNAL_MESSAGE = "internal error; the server log has the details"
+
+
+def status_of(error: BaseException, rpc: str) -> tuple[grpc.StatusCode, str]:
+    """The status code and client-safe message for ``error`` raised while serving ``rpc``."""
+    for kind, code in _CODES.items():
+        if isinstance(error, kind):
+            return code, str(error)
+    logger.error("%s failed", rpc, exc_info=error)
+    return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
