@@ -9,6 +9,9 @@ import sys
 from collections.abc import Sequence
 
 from sensorium_client import __version__
+from sensorium_client.commands import add_server_commands
+from sensorium_client.connection import default_target
+from sensorium_client.errors import SensoriumError
 from sensorium_data import DataFormatError, find_sessions
 
 
@@ -30,6 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--server",
+        default=default_target(),
+        help="HOST:PORT of the server (env SENSORIUM_SERVER; default %(default)s)",
+    )
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    common.add_argument("--timeout", type=float, default=30.0, help="deadline per call, s")
+    add_server_commands(sub, common)
     inspect = sub.add_parser(
         "inspect", help="summarise Sensorium 2023 session folders (trials per tier, neurons)"
     )
@@ -53,6 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataFormatError as err:
         print(f"client: {err}", file=sys.stderr)
         return 2
+    except SensoriumError as err:
+        print(f"client: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("client: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

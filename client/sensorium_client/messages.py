@@ -39,6 +39,8 @@ class MouseInfo:
     mouse: str
     neuron_count: int
     neuron_ids: list[int]
+    default_behavior: tuple[float, ...] = ()
+    default_pupil_center: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,16 @@ def model_info(message: pb.ModelManifest) -> ModelInfo:
     return ModelInfo(
         name=message.name,
         version=message.version,
-        mice=[MouseInfo(m.mouse, m.neuron_count, list(m.neuron_ids)) for m in message.mice],
+        mice=[
+            MouseInfo(
+                m.mouse,
+                m.neuron_count,
+                list(m.neuron_ids),
+                tuple(m.default_behavior),
+                tuple(m.default_pupil_center),
+            )
+            for m in message.mice
+        ],
         frame_shape=(message.frame_height, message.frame_width),
         frame_rate_hz=message.frame_rate_hz,
         burn_in_frames=message.burn_in_frames,

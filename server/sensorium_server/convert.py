@@ -28,7 +28,13 @@ def manifest_message(model: LoadedModel) -> pb.ModelManifest:
         name=model.name,
         version=model.version.version,
         mice=[
-            pb.MouseInfo(mouse=m.mouse, neuron_count=m.neuron_count, neuron_ids=m.neuron_ids)
+            pb.MouseInfo(
+                mouse=m.mouse,
+                neuron_count=m.neuron_count,
+                neuron_ids=m.neuron_ids,
+                default_behavior=m.input_defaults.get("behavior", []),
+                default_pupil_center=m.input_defaults.get("pupil_center", []),
+            )
             for m in model.mice.values()
         ],
         frame_height=model.frame_shape[0],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sensorium_server.errors import InvalidInputError
+from sensorium_server.errors import InvalidInputError, LimitExceededError
 
 ACCEPTED_DTYPES = (np.dtype("u1"), np.dtype("<f2"), np.dtype("<f4"))
 
@@ -41,6 +41,7 @@ def check_inputs(
 
     Raises:
         InvalidInputError: naming the field and what was expected.
+        LimitExceededError: more than ``max_frames`` frames.
     """
     h, w = frame_shape
     if video.ndim != 3 or tuple(video.shape[1:]) != (h, w):
@@ -49,8 +50,13 @@ def check_inputs(
             "time first, then the model's frame height and width"
         )
     frames = int(video.shape[0])
-    if not 1 <= frames <= max_frames:
-        raise InvalidInputError(f"video: {frames} frames, expected 1 to {max_frames} per message")
+    if frames < 1:
+        raise InvalidInputError("video: 0 frames, expected at least 1")
+    if frames > max_frames:
+        raise LimitExceededError(
+            f"video: {frames} frames, the server takes at most {max_frames} per message; "
+            "split the clip"
+        )
     for name, array in (("behavior", behavior), ("pupil_center", pupil_center)):
         if tuple(array.shape) != (frames, 2):
             raise InvalidInputError(

@@ -77,9 +77,14 @@ class Server:
         for service in HEALTH_SERVICES:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
-    async def stop(self, grace: float) -> None:
-        """Report NOT_SERVING, refuse new calls, give open ones ``grace`` seconds, release."""
+    async def stop(self, grace: float, delay: float = 0.0) -> None:
+        """Drain: NOT_SERVING for ``delay`` s, refuse new calls, ``grace`` s to finish.
+
+        The delay lets load balancers see NOT_SERVING before calls are refused.
+        """
         await self.health.enter_graceful_shutdown()
+        if delay > 0:
+            await asyncio.sleep(delay)
         await self.grpc_server.stop(grace)
         self.plane.scheduler.close()
         self.plane.metrics.close()
@@ -124,8 +129,12 @@ async def serve(settings: Settings) -> int:
     if not stopping.done():
         logger.info("serving %d model versions", len(server.plane.store.models))
     await stopping
-    logger.info("draining: open calls get %g s", settings.drain_grace_s)
+    logger.info(
+        "draining: NOT_SERVING for %g s, then open calls get %g s",
+        settings.drain_delay_s,
+        settings.drain_grace_s,
+    )
     loading.cancel()
-    await server.stop(settings.drain_grace_s)
+    await server.stop(settings.drain_grace_s, settings.drain_delay_s)
     logger.info("stopped")
     return 0

@@ -38,7 +38,8 @@ class Settings:
     max_step_frames: int = 300  # frames of one stream message
     max_message_mb: int = 64  # gRPC receive and send limit
     idle_timeout_s: float = 60.0  # a stream silent this long is closed
-    drain_grace_s: float = 20.0  # SIGTERM: time open calls get to finish
+    drain_delay_s: float = 1.0  # SIGTERM: NOT_SERVING this long before refusing calls
+    drain_grace_s: float = 20.0  # SIGTERM: then open calls get this long to finish
     max_connection_age_s: float = 300.0  # connections are recycled so load rebalances
     log_level: str = "INFO"
 

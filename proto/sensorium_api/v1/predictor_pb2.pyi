@@ -39,14 +39,18 @@ class Tensor(_message.Message):
     def __init__(self, dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class MouseInfo(_message.Message):
-    __slots__ = ("mouse", "neuron_count", "neuron_ids")
+    __slots__ = ("mouse", "neuron_count", "neuron_ids", "default_behavior", "default_pupil_center")
     MOUSE_FIELD_NUMBER: _ClassVar[int]
     NEURON_COUNT_FIELD_NUMBER: _ClassVar[int]
     NEURON_IDS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_BEHAVIOR_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_PUPIL_CENTER_FIELD_NUMBER: _ClassVar[int]
     mouse: str
     neuron_count: int
     neuron_ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, mouse: _Optional[str] = ..., neuron_count: _Optional[int] = ..., neuron_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    default_behavior: _containers.RepeatedScalarFieldContainer[float]
+    default_pupil_center: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, mouse: _Optional[str] = ..., neuron_count: _Optional[int] = ..., neuron_ids: _Optional[_Iterable[int]] = ..., default_behavior: _Optional[_Iterable[float]] = ..., default_pupil_center: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class TrainingInfo(_message.Message):
     __slots__ = ("datasets", "metrics", "git_revision", "created", "architecture")

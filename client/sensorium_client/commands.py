@@ -1,0 +1,225 @@
+"""The ``client`` subcommands that talk to a server: models, predict, stream, health."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from sensorium_client.errors import InvalidArgumentError, UnavailableError
+from sensorium_client.inputs import rows_time_first, video_time_first
+from sensorium_client.messages import ModelInfo
+from sensorium_client.sdk import Client
+
+
+def _connect(args: argparse.Namespace) -> Client:
+    return Client(args.server, timeout=args.timeout)
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], lines: list[str]) -> None:
+    print(json.dumps(data) if args.json else "\n".join(lines))
+
+
+def models(args: argparse.Namespace) -> int:
+    """List the served models and their mice."""
+    with _connect(args) as client:
+        served = client.models()
+    data = {
+        "models": [
+            {
+                "name": m.name,
+                "version": m.version,
+                "architecture": m.architecture,
+                "frame_shape": list(m.frame_shape),
+                "mice": {x.mouse: x.neuron_count for x in m.mice},
+                "manifest_sha256": m.manifest_sha256,
+            }
+            for m in served
+        ]
+    }
+    lines = [
+        f"{m.name} v{m.version} ({m.architecture}, frames {m.frame_shape[0]}x{m.frame_shape[1]})"
+        + "".join(f"\n  {x.mouse}: {x.neuron_count} neurons" for x in m.mice)
+        for m in served
+    ]
+    _emit(args, data, lines)
+    return 0
+
+
+def _load(path: str, name: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise InvalidArgumentError(f"--{name} {path}: cannot read a .npy array ({err})") from None
+
+
+def load_trial(
+    args: argparse.Namespace, info: ModelInfo
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Video, behaviour and pupil centre from the files the arguments name, time first.
+
+    Returns the arrays and notes on what was detected or filled in.
+    """
+    video, layout = video_time_first(_load(args.video, "video"), info.frame_shape)
+    frames = video.shape[0]
+    notes = [f"video: {frames} frames, layout {layout}"]
+    mouse = info.mouse(args.mouse)
+    rows = []
+    for name, flag, default in (
+        ("behavior", "behavior", mouse.default_behavior),
+        ("pupil_center", "pupil-center", mouse.default_pupil_center),
+    ):
+        path = getattr(args, name)
+        if path is not None:
+            rows.append(rows_time_first(name, _load(path, flag), frames))
+            continue
+        if not args.allow_missing_behavior:
+            raise InvalidArgumentError(
+                f"--{flag} is missing; pass it, or --allow-missing-behavior to use the "
+                "model's training mean"
+            )
+        if len(default) != 2:
+            raise InvalidArgumentError(f"{info.name} records no default {name}; pass --{flag}")
+        rows.append(np.tile(np.asarray(default, dtype=np.float32), (frames, 1)))
+        notes.append(f"{name}: missing, filled with the training mean {list(default)}")
+    return video, rows[0], rows[1], notes
+
+
+def summary(responses: np.ndarray) -> dict[str, Any]:
+    """Figures a person checks first: shape, range, most active neurons."""
+    mean = responses.mean(axis=0)
+    top = np.argsort(mean)[::-1][:5]
+    return {
+        "shape": list(responses.shape),
+        "mean": float(responses.mean()),
+        "std": float(responses.std()),
+        "min": float(responses.min()),
+        "max": float(responses.max()),
+        "most_active_columns": [int(i) for i in top],
+    }
+
+
+def predict(args: argparse.Namespace) -> int:
+    """Predict one clip and print (and optionally save) the responses."""
+    with _connect(args) as client:
+        info = client.model(args.model)
+        video, behavior, pupil_center, notes = load_trial(args, info)
+        started = time.perf_counter()
+        responses = client.predict(video, behavior, pupil_center, mouse=args.mouse, model=info.name)
+        elapsed = time.perf_counter() - started
+    mouse = info.mouse(args.mouse).mouse
+    data = {
+        "model": info.name,
+        "version": info.version,
+        "mouse": mouse,
+        "notes": notes,
+        "seconds": elapsed,
+        **summary(responses),
+    }
+    if args.out:
+        np.save(args.out, responses)
+        data["out"] = args.out
+    s = data
+    lines = [
+        *notes,
+        f"{info.name} v{info.version}, mouse {mouse}: responses {tuple(responses.shape)} "
+        f"(frames x neurons) in {elapsed * 1e3:.0f} ms",
+        f"mean {s['mean']:.4f}  std {s['std']:.4f}  min {s['min']:.4f}  max {s['max']:.4f}",
+        f"most active neuron columns: {s['most_active_columns']}",
+    ]
+    if args.out:
+        lines.append(f"saved to {args.out}")
+    _emit(args, data, lines)
+    return 0
+
+
+def stream(args: argparse.Namespace) -> int:
+    """Replay a clip frame by frame at ``--rate`` Hz and report per-frame latency."""
+    with _connect(args) as client:
+        info = client.model(args.model)
+        video, behavior, pupil_center, notes = load_trial(args, info)
+        latencies, period = [], 1.0 / args.rate
+        with client.stream(mouse=args.mouse, model=info.name) as session:
+            start = time.perf_counter()
+            for t in range(video.shape[0]):
+                due = start + t * period
+                time.sleep(max(0.0, due - time.perf_counter()))
+                sent = time.perf_counter()
+                session.step(video[t], behavior[t], pupil_center[t])
+                latencies.append(time.perf_counter() - sent)
+    ms = np.asarray(latencies) * 1e3
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    late = int((ms > period * 1e3).sum())
+    data = {
+        "frames": len(ms),
+        "rate_hz": args.rate,
+        "notes": notes,
+        "p50_ms": p50,
+        "p90_ms": p90,
+        "p99_ms": p99,
+        "max_ms": float(ms.max()),
+        "over_budget": late,
+    }
+    lines = [
+        *notes,
+        f"{len(ms)} frames at {args.rate:g} Hz (budget {period * 1e3:.1f} ms/frame)",
+        f"latency p50 {p50:.2f} ms  p90 {p90:.2f} ms  p99 {p99:.2f} ms  max {ms.max():.2f} ms",
+        f"frames over budget: {late}",
+    ]
+    _emit(args, data, lines)
+    return 0
+
+
+def health(args: argparse.Namespace) -> int:
+    """Ask the standard health service; with ``--wait`` poll until SERVING."""
+    deadline = time.monotonic() + args.wait
+    with grpc.insecure_channel(args.server) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=args.service), timeout=2)
+                status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.RpcError as err:
+                status = f"unreachable ({err.code().name})"
+            if status == "SERVING" or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+    _emit(args, {"server": args.server, "status": status}, [f"{args.server}: {status}"])
+    if status != "SERVING" and status.startswith("unreachable"):
+        raise UnavailableError(f"{args.server}: {status}")
+    return 0 if status == "SERVING" else 1
+
+
+def add_server_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Register the subcommands that talk to a server."""
+    p = sub.add_parser("models", parents=[common], help="list the served models and mice")
+    p.set_defaults(run=models)
+    for name, run, text in (
+        ("predict", predict, "predict neuron responses to one clip"),
+        ("stream", stream, "replay a clip frame by frame and report per-frame latency"),
+    ):
+        p = sub.add_parser(name, parents=[common], help=text)
+        p.add_argument("--video", required=True, help=".npy, T x H x W or H x W x T, 0..255")
+        p.add_argument("--behavior", help=".npy, T x 2 or 2 x T: pupil dilation, running speed")
+        p.add_argument("--pupil-center", help=".npy, T x 2 or 2 x T: pupil centre x, y")
+        p.add_argument(
+            "--allow-missing-behavior",
+            action="store_true",
+            help="fill missing behaviour and pupil centre with the model's training mean",
+        )
+        p.add_argument("--model", default="", help="model name (default: the only one served)")
+        p.add_argument("--mouse", default="", help="mouse/session (default: the model's only one)")
+        p.set_defaults(run=run)
+        if name == "predict":
+            p.add_argument("--out", help="save the responses (T x N, float32) to this .npy")
+        else:
+            p.add_argument("--rate", type=float, default=30.0, help="frames per second")
+    p = sub.add_parser("health", parents=[common], help="check the server's health service")
+    p.add_argument("--wait", type=float, default=0.0, help="poll up to this many seconds")
+    p.add_argument("--service", default="", help="service name ('' for the whole server)")
+    p.set_defaults(run=health)
