@@ -13,7 +13,7 @@ from sensorium_api.v1 import predictor_pb2 as pb
 from sensorium_api.v1 import predictor_pb2_grpc as pb_grpc
 from sensorium_client import messages
 from sensorium_client.connection import Connection
-from sensorium_client.errors import SensoriumError, ServerError, from_rpc_error
+from sensorium_client.errors import SensoriumError, ServerError, from_rpc_error, from_status
 from sensorium_client.inputs import as_frames, check_arrays
 from sensorium_client.messages import ModelInfo, StreamInfo
 
@@ -147,10 +147,7 @@ class AsyncStreamSession:
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
         if reply is grpc.aio.EOF:
-            try:
-                await self._call  # raises the stream's status if it failed
-            except grpc.RpcError as err:
-                raise from_rpc_error(err) from None
+            await self._raise_status()
             raise ServerError("the server ended the stream")
         if reply.WhichOneof("kind") != kind:
             raise ServerError(f"expected a {kind!r} reply, got {reply.WhichOneof('kind')!r}")
@@ -182,9 +179,17 @@ class AsyncStreamSession:
         self._closed = True
         try:
             await self._call.done_writing()
-            await self._call
+            while await self._call.read() is not grpc.aio.EOF:
+                pass
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
+        await self._raise_status()
+
+    async def _raise_status(self) -> None:
+        """Raise the stream's final status unless it is OK or CANCELLED."""
+        code = await self._call.code()
+        if code not in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED):
+            raise from_status(code, await self._call.details())
 
     def cancel(self) -> None:
         """Abandon the stream at once."""

@@ -78,10 +78,15 @@ _BY_CODE: dict[grpc.StatusCode, type[SensoriumError]] = {
 }
 
 
-def from_rpc_error(error: grpc.RpcError) -> SensoriumError:
-    """The typed exception for a failed call, with the server's message."""
-    code = error.code() if isinstance(error, grpc.Call | grpc.aio.AioRpcError) else None
-    details = error.details() if isinstance(error, grpc.Call | grpc.aio.AioRpcError) else None
+def from_status(code: grpc.StatusCode | None, details: str | None) -> SensoriumError:
+    """The typed exception for a status code and the server's message."""
     kind = _BY_CODE.get(code, ServerError) if code is not None else ServerError
     name = code.name if code is not None else "UNKNOWN"
     return kind(f"{name}: {details or 'no details'}", code)
+
+
+def from_rpc_error(error: grpc.RpcError) -> SensoriumError:
+    """The typed exception for a failed call, with the server's message."""
+    if isinstance(error, grpc.Call | grpc.aio.AioRpcError):
+        return from_status(error.code(), error.details())
+    return from_status(None, str(error))

@@ -1,0 +1,131 @@
+"""Unary and streaming prediction through a real server on port 0, with real ONNX models."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from sensorium_client import Client
+from tests.server.serving import ServerThread
+
+Trial = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def test_lists_served_models_and_skips_the_broken_one(server: ServerThread) -> None:
+    with Client(server.target) as client:
+        served = {(m.name, m.version): m for m in client.models()}
+    assert set(served) == {("sensorium", 1), ("tiny", 1)}
+    default = served[("sensorium", 1)]
+    assert default.frame_shape == (36, 64)
+    assert [m.neuron_count for m in default.mice] == [8000]
+    assert len(default.manifest_sha256) == 64
+    failures = server.server.plane.store.failures
+    assert len(failures) == 1
+    [(path, reason)] = failures.items()
+    assert "broken" in path
+    assert "step.onnx" in reason
+
+
+def test_unary_equals_streaming_frame_by_frame_and_in_chunks(
+    server: ServerThread, sample: Trial
+) -> None:
+    video, behavior, pupil = (a[:90] for a in sample)
+    with Client(server.target) as client:
+        clip = client.predict(video, behavior, pupil, model="sensorium")
+        with client.stream(model="sensorium") as session:
+            single = np.concatenate(
+                [session.step(video[t], behavior[t], pupil[t]) for t in range(45)]
+            )
+            chunks = [
+                session.step(video[t : t + 15], behavior[t : t + 15], pupil[t : t + 15])
+                for t in range(45, 90, 15)
+            ]
+    assert clip.shape == (90, 8000)
+    assert clip.dtype == np.float32
+    assert np.all(clip > 0)
+    assert _relative(np.concatenate([single, *chunks]), clip) < 1e-4
+
+
+def test_reset_starts_a_new_trial(server: ServerThread, sample: Trial) -> None:
+    video, behavior, pupil = (a[:10] for a in sample)
+    with Client(server.target) as client, client.stream(model="tiny") as session:
+        first = session.step(video, behavior, pupil)
+        assert session.step(video, behavior, pupil, frame_index=10).shape == first.shape
+        assert session.reset() == 2
+        again = session.step(video, behavior, pupil, frame_index=0)
+    np.testing.assert_array_equal(first, again)
+
+
+def test_float16_responses(server: ServerThread, sample: Trial) -> None:
+    video, behavior, pupil = (a[:20] for a in sample)
+    with Client(server.target) as client:
+        full = client.predict(video, behavior, pupil, model="sensorium")
+        half = client.predict(video, behavior, pupil, model="sensorium", dtype="float16")
+    assert half.dtype == np.float16
+    np.testing.assert_allclose(half.astype(np.float32), full, rtol=2e-3, atol=1e-3)
+
+
+def test_concurrent_streams_do_not_mix_state(server: ServerThread, sample: Trial) -> None:
+    video, behavior, pupil = (a[:30] for a in sample)
+    rng = np.random.default_rng(3)
+    trials = [(rng.permutation(video), behavior, pupil) for _ in range(4)]
+    results: dict[int, np.ndarray] = {}
+
+    def run(i: int, client: Client) -> None:
+        v, b, p = trials[i]
+        with client.stream(model="sensorium") as session:
+            results[i] = np.concatenate([session.step(v[t], b[t], p[t]) for t in range(30)])
+
+    with Client(server.target) as client:
+        threads = [threading.Thread(target=run, args=(i, client)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        expected = [client.predict(*trial, model="sensorium") for trial in trials]
+    for i in range(4):
+        assert _relative(results[i], expected[i]) < 1e-4
+    assert not np.allclose(results[0], results[1])
+
+
+def test_cancel_mid_stream_frees_the_session(server: ServerThread, sample: Trial) -> None:
+    video, behavior, pupil = sample
+    with Client(server.target) as client:
+        session = client.stream(model="sensorium")
+        session.step(video[0], behavior[0], pupil[0])
+        assert server.sessions == 1
+        session.cancel()
+        deadline = time.monotonic() + 5
+        while server.sessions and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.sessions == 0
+        # The server keeps serving.
+        assert client.predict(video[:5], behavior[:5], pupil[:5], model="tiny").shape == (5, 40)
+
+
+@pytest.mark.parametrize("model", ["sensorium", "tiny"])
+def test_async_client_matches_sync_client(server: ServerThread, sample: Trial, model: str) -> None:
+    import asyncio
+
+    from sensorium_client import AsyncClient
+
+    video, behavior, pupil = (a[:12] for a in sample)
+
+    async def run() -> tuple[np.ndarray, np.ndarray]:
+        async with AsyncClient(server.target) as client:
+            clip = await client.predict(video, behavior, pupil, model=model)
+            async with await client.stream(model=model) as session:
+                steps = [await session.step(video[t], behavior[t], pupil[t]) for t in range(12)]
+            return clip, np.concatenate(steps)
+
+    clip, stepped = asyncio.run(run())
+    with Client(server.target) as client:
+        np.testing.assert_array_equal(clip, client.predict(video, behavior, pupil, model=model))
+    assert _relative(stepped, clip) < 1e-4
