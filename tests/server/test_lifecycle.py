@@ -1,0 +1,202 @@
+"""Health transitions, metrics, limits, idle timeout, and SIGTERM drain."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from sensorium_client import (
+    Client,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    ResourceExhaustedError,
+)
+from sensorium_server.settings import Settings
+from tests.server.serving import ServerThread
+
+Trial = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _health(target: str, service: str = "") -> str:
+    with grpc.insecure_channel(target) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=5
+        )
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+def _metrics(server: ServerThread) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    url = f"http://localhost:{server.server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        text = reply.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_health_not_serving_until_warm_and_while_draining(repository: Path, sample: Trial) -> None:
+    settings = Settings(
+        model_repository=repository,
+        host="localhost",
+        port=0,
+        metrics_port=-1,
+        versions="specific:1",
+    )
+    running = ServerThread(settings).start(load=False)
+    try:
+        assert _health(running.target) == "NOT_SERVING"
+        with Client(running.target, retries=0) as client, pytest.raises(Exception, match="loading"):
+            client.models()
+        running.run(running.server.load_models())
+        assert _health(running.target) == "SERVING"
+        assert _health(running.target, "sensorium.v1.Predictor") == "SERVING"
+        draining = asyncio_in_thread(running, grace=5, delay=1.5)
+        time.sleep(0.5)
+        assert _health(running.target) == "NOT_SERVING"
+        draining.result(30)
+    finally:
+        running.loop.call_soon_threadsafe(running.loop.stop)
+
+
+def asyncio_in_thread(
+    running: ServerThread, grace: float, delay: float
+) -> concurrent.futures.Future[None]:
+    import asyncio
+
+    return asyncio.run_coroutine_threadsafe(running.server.stop(grace, delay), running.loop)
+
+
+def test_metrics_count_requests_errors_frames_and_sessions(
+    server: ServerThread, sample: Trial
+) -> None:
+    video, behavior, pupil = (a[:7] for a in sample)
+    before = _metrics(server)
+    with Client(server.target) as client:
+        client.predict(video, behavior, pupil, model="tiny")
+        client.predict(video, behavior, pupil, model="tiny")
+        with pytest.raises(ResourceExhaustedError):
+            client.predict(*(np.concatenate([a] * 2) for a in sample), model="tiny")
+        with client.stream(model="tiny") as session:
+            session.step(video, behavior, pupil)
+            during = _metrics(server)
+    after = _metrics(server)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("sensorium_requests_total", rpc="Predict", model="tiny", code="OK") == 2
+    assert (
+        delta("sensorium_requests_total", rpc="Predict", model="tiny", code="RESOURCE_EXHAUSTED")
+        == 1
+    )
+    assert (
+        delta(
+            "sensorium_request_errors_total", rpc="Predict", model="tiny", code="RESOURCE_EXHAUSTED"
+        )
+        == 1
+    )
+    assert delta("sensorium_requests_total", rpc="StreamPredict", model="tiny", code="OK") == 1
+    assert delta("sensorium_frames_predicted_total", model="tiny", rpc="Predict") == 14
+    assert delta("sensorium_frames_predicted_total", model="tiny", rpc="StreamPredict") == 7
+    assert delta("sensorium_inference_compute_seconds_count", model="tiny", graph="clip") == 2
+    assert delta("sensorium_inference_queue_seconds_count", model="tiny", graph="step") == 1
+    assert during[("sensorium_active_sessions", (("model", "tiny"),))] == 1
+    assert after[("sensorium_active_sessions", (("model", "tiny"),))] == 0
+    assert after[("sensorium_model_loaded", (("model", "sensorium"), ("version", "1")))] == 1
+    assert after[("sensorium_model_load_failures", ())] == 1
+    assert after[("process_resident_memory_bytes", ())] > 0
+
+
+@pytest.fixture
+def strict_server(repository: Path) -> ServerThread:
+    settings = Settings(
+        model_repository=repository,
+        host="localhost",
+        port=0,
+        metrics_port=-1,
+        versions="all",
+        workers=1,
+        max_queue=1,
+        idle_timeout_s=0.5,
+    )
+    running = ServerThread(settings).start()
+    yield running
+    running.stop()
+
+
+def test_full_queue_is_resource_exhausted(strict_server: ServerThread, sample: Trial) -> None:
+    with Client(strict_server.target) as client:
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            calls = [pool.submit(client.predict, *sample, model="sensorium") for _ in range(6)]
+            errors = [c.exception(60) for c in calls]
+        rejected = [e for e in errors if e is not None]
+        assert rejected, "six concurrent clips on a queue of one: some must be refused"
+        assert all(isinstance(e, ResourceExhaustedError) for e in rejected)
+        assert "inference queue full (1 requests" in str(rejected[0])
+        assert client.predict(*(a[:5] for a in sample), model="tiny").shape == (5, 40)
+
+
+def test_idle_stream_is_closed(strict_server: ServerThread, sample: Trial) -> None:
+    with Client(strict_server.target) as client:
+        session = client.stream(model="tiny")
+        session.step(sample[0][0], sample[1][0], sample[2][0])
+        time.sleep(1.5)
+        with pytest.raises(DeadlineExceededError, match=r"no message for 0\.5 s"):
+            session.step(sample[0][1], sample[1][1], sample[2][1])
+        assert strict_server.sessions == 0
+        with pytest.raises(InvalidArgumentError, match="video"):
+            client.predict(np.zeros((3, 36, 63)), np.zeros((3, 2)), np.zeros((3, 2)), model="tiny")
+
+
+def test_sigterm_drains_an_open_stream_then_exits_0(repository: Path, sample: Trial) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "sensorium_server.cli",
+        "--port",
+        "0",
+        "--metrics-port",
+        "-1",
+        "--model-repository",
+        str(repository),
+        "--versions",
+        "specific:1",
+        "--drain-delay-s",
+        "0.3",
+        "--drain-grace-s",
+        "20",
+    ]
+    with subprocess.Popen(
+        command, stderr=subprocess.PIPE, text=True, env={**os.environ}
+    ) as process:
+        assert process.stderr is not None
+        port = None
+        for line in process.stderr:
+            if match := re.search(r"gRPC on port (\d+)", line):
+                port = int(match.group(1))
+            if "serving" in line and "model versions" in line:
+                break
+        assert port is not None
+        with Client(f"localhost:{port}") as client, client.stream(model="tiny") as session:
+            session.step(sample[0][:3], sample[1][:3], sample[2][:3])
+            process.send_signal(signal.SIGTERM)
+            time.sleep(1.0)  # past the drain delay: new calls are refused, this one goes on
+            assert session.step(sample[0][3:6], sample[1][3:6], sample[2][3:6]).shape == (3, 40)
+        assert process.wait(timeout=15) == 0
+        assert "stopped" in process.stderr.read()
