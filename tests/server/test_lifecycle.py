@@ -185,18 +185,22 @@ def test_sigterm_drains_an_open_stream_then_exits_0(repository: Path, sample: Tr
     with subprocess.Popen(
         command, stderr=subprocess.PIPE, text=True, env={**os.environ}
     ) as process:
-        assert process.stderr is not None
-        port = None
-        for line in process.stderr:
-            if match := re.search(r"gRPC on port (\d+)", line):
-                port = int(match.group(1))
-            if "serving" in line and "model versions" in line:
-                break
-        assert port is not None
-        with Client(f"localhost:{port}") as client, client.stream(model="tiny") as session:
-            session.step(sample[0][:3], sample[1][:3], sample[2][:3])
-            process.send_signal(signal.SIGTERM)
-            time.sleep(1.0)  # past the drain delay: new calls are refused, this one goes on
-            assert session.step(sample[0][3:6], sample[1][3:6], sample[2][3:6]).shape == (3, 40)
-        assert process.wait(timeout=15) == 0
-        assert "stopped" in process.stderr.read()
+        try:
+            assert process.stderr is not None
+            port = None
+            for line in process.stderr:
+                if match := re.search(r"gRPC on port (\d+)", line):
+                    port = int(match.group(1))
+                if "serving" in line and "model versions" in line:
+                    break
+            assert port is not None
+            with Client(f"localhost:{port}") as client, client.stream(model="tiny") as session:
+                session.step(sample[0][:3], sample[1][:3], sample[2][:3])
+                process.send_signal(signal.SIGTERM)
+                time.sleep(1.0)  # past the drain delay: new calls are refused, this one goes on
+                assert session.step(sample[0][3:6], sample[1][3:6], sample[2][3:6]).shape == (3, 40)
+            assert process.wait(timeout=15) == 0
+            assert "stopped" in process.stderr.read()
+        finally:
+            if process.poll() is None:
+                process.kill()
