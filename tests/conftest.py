@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytest_plugins = ["tests.serving"]
+
 HandWritten = Callable[..., Path]
 
 

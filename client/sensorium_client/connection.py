@@ -43,7 +43,7 @@ class Connection:
     certificate_chain: bytes | None = None
     token: str | None = None
     metadata: Sequence[tuple[str, str]] = ()
-    max_message_mb: int = 64
+    max_message_mb: int = 128
 
     def options(self) -> list[tuple[str, object]]:
         """Channel arguments."""

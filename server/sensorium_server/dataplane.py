@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sensorium_server.errors import FailedPreconditionError
-from sensorium_server.inputs import check_inputs
+from sensorium_server.inputs import check_inputs, check_response_size
 from sensorium_server.metrics import Metrics
 from sensorium_server.runtime import LoadedModel, ModelStore, MouseRuntime
 from sensorium_server.scheduler import Scheduler, Timing
@@ -41,6 +41,11 @@ class DataPlane:
         self.scheduler = Scheduler(settings.workers, settings.max_queue, metrics.observe_inference)
         self.sessions = SessionManager(settings.max_sessions)
 
+    @property
+    def message_limit(self) -> int:
+        """Largest message the server sends, in bytes."""
+        return self.settings.max_message_mb * 2**20
+
     def resolve(self, model: str, version: int, mouse: str) -> tuple[LoadedModel, MouseRuntime]:
         """The served model and mouse a request names (empty names: the only one)."""
         loaded = self.store.get(model, version)
@@ -54,11 +59,15 @@ class DataPlane:
         video: np.ndarray,
         behavior: np.ndarray,
         pupil_center: np.ndarray,
+        response_itemsize: int = 4,
     ) -> Prediction:
         """Run the whole-clip graph on one trial."""
         loaded, runtime = self.resolve(model, version, mouse)
         feeds = check_inputs(
             video, behavior, pupil_center, loaded.frame_shape, self.settings.max_clip_frames
+        )
+        check_response_size(
+            video.shape[0], runtime.neuron_count, response_itemsize, self.message_limit
         )
         outputs, timing = await self.scheduler.run(runtime.clip, feeds, (loaded.name, "clip"))
         return Prediction(loaded, runtime, outputs[0][0], timing)
@@ -92,6 +101,12 @@ class DataPlane:
             pupil_center,
             session.model.frame_shape,
             self.settings.max_step_frames,
+        )
+        check_response_size(
+            video.shape[0],
+            session.mouse.neuron_count,
+            session.response_dtype.itemsize,
+            self.message_limit,
         )
         for spec, state in zip(session.mouse.state, session.state, strict=True):
             feeds[spec.input] = state

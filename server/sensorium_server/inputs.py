@@ -84,3 +84,18 @@ def check_inputs(
         "behavior": behavior32[None],
         "pupil_center": pupil32[None],
     }
+
+
+def check_response_size(frames: int, neurons: int, itemsize: int, limit_bytes: int) -> None:
+    """Refuse, before computing it, a response larger than the message size limit.
+
+    Raises:
+        LimitExceededError: with the size and what to do about it.
+    """
+    size = frames * neurons * itemsize
+    if size > limit_bytes - 1024:  # room for the envelope
+        raise LimitExceededError(
+            f"responses of {frames} frames x {neurons} neurons ({size / 2**20:.1f} MiB) exceed "
+            f"the {limit_bytes / 2**20:.0f} MiB message limit; send fewer frames per call or "
+            "ask for float16 responses"
+        )

@@ -86,7 +86,13 @@ class PredictorServicer(pb_grpc.PredictorServicer):
             dtype = convert.response_dtype(request.response_dtype)
             video, behavior, pupil_center = convert.input_arrays(request)
             result = await self._plane.predict(
-                request.model, request.version, request.mouse, video, behavior, pupil_center
+                request.model,
+                request.version,
+                request.mouse,
+                video,
+                behavior,
+                pupil_center,
+                dtype.itemsize,
             )
             call.model = result.model.name
             self._count_frames(result, "Predict")

@@ -36,7 +36,7 @@ class Settings:
     max_sessions: int = 256  # open stream sessions
     max_clip_frames: int = 3000  # frames of one Predict call
     max_step_frames: int = 300  # frames of one stream message
-    max_message_mb: int = 64  # gRPC receive and send limit
+    max_message_mb: int = 128  # gRPC receive and send limit (3,000 frames x 8,000 neurons)
     idle_timeout_s: float = 60.0  # a stream silent this long is closed
     drain_delay_s: float = 1.0  # SIGTERM: NOT_SERVING this long before refusing calls
     drain_grace_s: float = 20.0  # SIGTERM: then open calls get this long to finish

@@ -13,9 +13,10 @@ import pytest
 from sensorium_api.tensors import to_tensor
 from sensorium_api.v1 import predictor_pb2 as pb
 from sensorium_api.v1 import predictor_pb2_grpc as pb_grpc
-from sensorium_server.errors import InvalidInputError
+from sensorium_server.errors import InvalidInputError, LimitExceededError
+from sensorium_server.inputs import check_response_size
 from sensorium_server.status import INTERNAL_MESSAGE, status_of
-from tests.server.serving import ServerThread
+from tests.serving import ServerThread
 
 Code = grpc.StatusCode
 Trial = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -133,8 +134,8 @@ def test_too_many_frames_is_resource_exhausted(stub: pb_grpc.PredictorStub, samp
 def test_oversized_message_is_resource_exhausted(
     stub: pb_grpc.PredictorStub, sample: Trial
 ) -> None:
-    video = np.zeros((400, 36, 64), np.float32)  # 3.7 MB of pixels; the limit is 4 MB
-    big = _request(sample, video=to_tensor(np.concatenate([video, video])))
+    video = np.zeros((2000, 36, 64), np.float32)  # 18 MB of pixels; the limit is 16 MB
+    big = _request(sample, video=to_tensor(video))
     _fails(stub.Predict, big, Code.RESOURCE_EXHAUSTED)
 
 
@@ -219,6 +220,12 @@ def test_session_limit_is_resource_exhausted(
     for stream in streams:
         stream.requests.put(None)
         assert list(stream.call) == []
+
+
+def test_responses_larger_than_a_message_are_refused_before_computing() -> None:
+    check_response_size(400, 8000, 4, 16 * 2**20)
+    with pytest.raises(LimitExceededError, match=r"3000 frames x 8000 neurons \(91\.6 MiB\)"):
+        check_response_size(3000, 8000, 4, 64 * 2**20)
 
 
 def test_unknown_errors_are_internal_and_generic(caplog: pytest.LogCaptureFixture) -> None:

@@ -25,7 +25,7 @@ from sensorium_client import (
     ResourceExhaustedError,
 )
 from sensorium_server.settings import Settings
-from tests.server.serving import ServerThread
+from tests.serving import ServerThread
 
 Trial = tuple[np.ndarray, np.ndarray, np.ndarray]
 

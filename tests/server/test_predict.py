@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sensorium_client import Client
-from tests.server.serving import ServerThread
+from tests.serving import ServerThread
 
 Trial = tuple[np.ndarray, np.ndarray, np.ndarray]
 

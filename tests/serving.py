@@ -1,18 +1,61 @@
-"""Server fixtures: a repository with the embedded default model, a tiny model, a broken one."""
+"""A real server, in-process on its own event loop thread, on port 0, and its fixtures.
+
+Loaded as a pytest plugin by ``tests/conftest.py``.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
-from collections.abc import Iterator
+import threading
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 
+from sensorium_server.server import Server, create_server
 from sensorium_server.settings import Settings
-from tests.server.serving import ServerThread
 
-ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+class ServerThread:
+    """Runs :func:`create_server` on a private loop so that tests can stay synchronous."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.server: Server = self.run(create_server(settings))
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 120) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def start(self, load: bool = True) -> ServerThread:
+        self.run(self.server.start())
+        if load:
+            self.run(self.server.load_models())
+        return self
+
+    @property
+    def target(self) -> str:
+        return f"localhost:{self.server.port}"
+
+    @property
+    def sessions(self) -> int:
+        return len(self.server.plane.sessions)
+
+    def stop(self) -> None:
+        self.run(self.server.stop(0))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "models" / "sensorium" / "1"
 SAMPLES = ROOT / "samples"
 
@@ -43,7 +86,7 @@ def server(repository: Path) -> Iterator[ServerThread]:
         max_clip_frames=400,
         max_step_frames=20,
         idle_timeout_s=30,
-        max_message_mb=4,
+        max_message_mb=16,
     )
     running = ServerThread(settings).start()
     yield running

@@ -1,0 +1,138 @@
+"""The ``client`` CLI against a real server: models, predict, stream, health, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tests.conftest import run_console_script as run
+from tests.serving import SAMPLES, ServerThread
+
+SAMPLE_ARGS = [
+    "--video",
+    str(SAMPLES / "clip.npy"),
+    "--behavior",
+    str(SAMPLES / "behavior.npy"),
+    "--pupil-center",
+    str(SAMPLES / "pupil_center.npy"),
+]
+
+
+def test_models_lists_what_the_server_serves(server: ServerThread) -> None:
+    result = run("client", "models", "--server", server.target, "--json")
+    assert result.returncode == 0, result.stderr
+    names = {(m["name"], m["version"]) for m in json.loads(result.stdout)["models"]}
+    assert names == {("sensorium", 1), ("tiny", 1)}
+
+
+def test_predict_sensorium_layout_and_saves(server: ServerThread, tmp_path: Path) -> None:
+    out = tmp_path / "pred.npy"
+    args = ["predict", "--server", server.target, "--model", "sensorium", *SAMPLE_ARGS]
+    result = run("client", *args, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "layout H x W x T (Sensorium layout)" in result.stdout
+    assert "responses (254, 8000)" in result.stdout
+    saved = np.load(out)
+    assert saved.shape == (254, 8000)
+    as_json = json.loads(run("client", *args, "--json").stdout)
+    assert as_json["shape"] == [254, 8000]
+    assert as_json["mean"] == float(saved.mean())
+
+
+def test_predict_time_first_files_equal_sensorium_layout(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    video = np.moveaxis(np.load(SAMPLES / "clip.npy"), 2, 0)[:40]
+    np.save(tmp_path / "v.npy", video)
+    np.save(tmp_path / "b.npy", np.load(SAMPLES / "behavior.npy").T[:40])
+    np.save(tmp_path / "p.npy", np.load(SAMPLES / "pupil_center.npy").T[:40])
+    result = run(
+        "client",
+        "predict",
+        "--server",
+        server.target,
+        "--model",
+        "tiny",
+        "--video",
+        str(tmp_path / "v.npy"),
+        "--behavior",
+        str(tmp_path / "b.npy"),
+        "--pupil-center",
+        str(tmp_path / "p.npy"),
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["shape"] == [40, 40]
+    assert "layout T x H x W" in data["notes"][0]
+
+
+def test_missing_behavior_is_an_error_unless_allowed(server: ServerThread) -> None:
+    base = [
+        "predict",
+        "--server",
+        server.target,
+        "--model",
+        "tiny",
+        "--video",
+        str(SAMPLES / "clip.npy"),
+    ]
+    refused = run("client", *base)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        "client: --behavior is missing; pass it, or --allow-missing-behavior to use the "
+        "model's training mean"
+    ]
+    allowed = run("client", *base, "--allow-missing-behavior", "--json")
+    assert allowed.returncode == 0, allowed.stderr
+    notes = json.loads(allowed.stdout)["notes"]
+    assert any(n.startswith("behavior: missing, filled with the training mean") for n in notes)
+
+
+def test_stream_reports_latency_percentiles(server: ServerThread) -> None:
+    result = run(
+        "client",
+        "stream",
+        "--server",
+        server.target,
+        "--model",
+        "sensorium",
+        *SAMPLE_ARGS,
+        "--rate",
+        "200",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["frames"] == 254
+    assert 0 < data["p50_ms"] <= data["p99_ms"] <= data["max_ms"]
+
+
+def test_errors_print_one_line_and_exit_non_zero(server: ServerThread, tmp_path: Path) -> None:
+    np.save(tmp_path / "bad.npy", np.zeros((10, 36, 65), np.uint8))
+    cases = {
+        "unknown model": (["--model", "nope", *SAMPLE_ARGS], "NOT_FOUND: model 'nope'"),
+        "bad shape": (
+            ["--video", str(tmp_path / "bad.npy"), "--allow-missing-behavior", "--model", "tiny"],
+            "video: shape (10, 36, 65)",
+        ),
+        "no file": (["--video", str(tmp_path / "none.npy"), "--model", "tiny"], "cannot read"),
+    }
+    for args, needle in cases.values():
+        result = run("client", "predict", "--server", server.target, *args)
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, lines
+        assert needle in lines[0]
+
+
+def test_unreachable_server_and_health(server: ServerThread) -> None:
+    dead = run("client", "predict", "--server", "localhost:1", "--timeout", "3", *SAMPLE_ARGS)
+    assert dead.returncode == 1
+    assert dead.stderr.startswith("client: UNAVAILABLE")
+    assert len(dead.stderr.strip().splitlines()) == 1
+    healthy = run("client", "health", "--server", server.target)
+    assert (healthy.returncode, healthy.stdout.strip()) == (0, f"{server.target}: SERVING")
+    assert run("client", "health", "--server", "localhost:1").returncode == 1
