@@ -6,7 +6,7 @@ CONSTRAINTS := constraints/ci.txt
 BUF_VERSION := 1.75.0
 DEMO_DIR := build/demo
 
-.PHONY: help venv run synth-default default-model bench-streaming test lint format protos protos-check buf-lint client-only ci clean
+.PHONY: help venv run synth-small bench-serving synth-default default-model bench-streaming test lint format protos protos-check buf-lint client-only ci clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -20,7 +20,10 @@ $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 
 venv: $(BIN)/.installed  ## create .venv with every extra (pinned by constraints/ci.txt)
 
-run: venv  ## the main job: a small synthetic mouse, written, validated, its noise ceiling printed
+run: venv  ## the main job: serve the embedded default model, predict and stream the sample clip
+	BIN=$(BIN) scripts/demo.sh
+
+synth-small: venv  ## a small synthetic mouse, written, validated, its noise ceiling printed
 	$(BIN)/sensorium-synth --small --out $(DEMO_DIR) --overwrite
 	$(BIN)/client inspect --validate $(DEMO_DIR)
 
@@ -40,6 +43,9 @@ default-model: venv  ## reproduce models/sensorium from scratch (synthetic mouse
 
 bench-streaming: venv  ## budgets of the default architecture (state, step latency, ratios)
 	$(BIN)/python bench/streaming_budget.py
+
+bench-serving: venv  ## the served figures: latency, overhead, 30 Hz streams, memory, Predict vs eager
+	$(BIN)/python bench/serving.py
 
 test: venv  ## run the test suite
 	$(BIN)/pytest

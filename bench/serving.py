@@ -1,0 +1,292 @@
+"""Serving figures of issue 5, measured side by side in one run on this machine.
+
+    python bench/serving.py                  # 60 s of 8 streams, then a 10 s ramp per step
+    python bench/serving.py --duration 20    # quicker
+
+Starts ``sensorium-server`` as its own process on the embedded default model plus an
+untrained twin of the same architecture (8,000 neurons) whose weights PyTorch also
+holds, so that unary Predict is compared with PyTorch eager on the same weights.
+
+Targets: single stream, one frame per message, end-to-end p50 <= 4 ms, p99 <= 8 ms,
+p50 overhead over the in-process ONNX Runtime step <= 1 ms; 8 streams at 30 Hz:
+p99 <= 33 ms, no errors, no dropped frames; unary Predict of a 300-frame clip >= 1.5x
+faster than PyTorch eager in-process; server RSS with 8 streams <= 1 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from streaming_budget import random_model, session, timed
+
+from sensorium_client import AsyncClient, Client
+from sensorium_export.repository import write_version
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAME_BUDGET_MS = 1000 / 30
+
+
+class ServerProcess:
+    """``sensorium-server`` in its own process, on a free port."""
+
+    def __init__(self, repository: Path, log: Path) -> None:
+        exe = shutil.which("sensorium-server", path=str(Path(sys.executable).parent))
+        command = [
+            exe or "sensorium-server",
+            "--model-repository",
+            str(repository),
+            "--port",
+            "0",
+            "--metrics-port",
+            "-1",
+            "--versions",
+            "all",
+            "--workers",
+            "2",
+            "--intra-op-threads",
+            "1",
+            "--max-sessions",
+            "1024",
+            "--log-level",
+            "INFO",
+        ]
+        self._log = log.open("w")
+        self.process = subprocess.Popen(command, stderr=self._log)
+        try:
+            self.port = self._wait_for_port(log)
+        except BaseException:
+            self.process.kill()
+            raise
+
+    def _wait_for_port(self, log: Path) -> int:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            text = log.read_text()
+            if match := re.search(r"gRPC on port (\d+)", text):
+                with Client(f"localhost:{match.group(1)}") as client:
+                    for _ in range(600):
+                        try:
+                            client.models()
+                            return int(match.group(1))
+                        except Exception:  # loading: UNAVAILABLE until warm
+                            time.sleep(0.2)
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {text}")
+            time.sleep(0.2)
+        raise RuntimeError("server did not start")
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server process, MB."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        """SIGTERM, then wait for the drain."""
+        self.process.terminate()
+        self.process.wait(30)
+        self._log.close()
+
+
+def trial(frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A random trial: uint8 video, behaviour, pupil centre (time first)."""
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, (frames, 36, 64), dtype=np.uint8)
+    behavior = np.column_stack([rng.uniform(10, 20, frames), rng.uniform(0, 10, frames)])
+    pupil = rng.normal([160, 110], 3, (frames, 2))
+    return video, behavior.astype(np.float32), pupil.astype(np.float32)
+
+
+def single_stream(target: str, steps: int) -> list[float]:
+    """End-to-end ms per one-frame message of one stream."""
+    video, behavior, pupil = trial(300)
+    with Client(target) as client, client.stream(model="sensorium") as stream:
+        times = []
+        for i in range(steps + 50):
+            t = i % 300
+            start = time.perf_counter()
+            stream.step(video[t], behavior[t], pupil[t])
+            times.append((time.perf_counter() - start) * 1e3)
+    return times[50:]
+
+
+def in_process_step(step_path: Path, steps: int) -> list[float]:
+    """Ms per ONNX Runtime step (k = 1, one thread), no server in between."""
+    step = session(step_path, 1)
+    names = [i.name for i in step.get_inputs()]
+    state = [np.zeros([1, *i.shape[1:]], np.float32) for i in step.get_inputs()[3:]]
+    video, behavior, pupil = trial(300)
+    times = []
+    for i in range(steps + 50):
+        t = i % 300
+        feed = dict(
+            zip(
+                names[:3],
+                [
+                    video[None, t : t + 1].astype(np.float32),
+                    behavior[None, t : t + 1],
+                    pupil[None, t : t + 1],
+                ],
+                strict=True,
+            )
+        )
+        feed.update(zip(names[3:], state, strict=True))
+        start = time.perf_counter()
+        out = step.run(None, feed)
+        times.append((time.perf_counter() - start) * 1e3)
+        state = out[1:]
+    return times[50:]
+
+
+async def streams_at_rate(
+    target: str, n: int, seconds: float, server: ServerProcess
+) -> dict[str, float]:
+    """``n`` streams at 30 Hz each for ``seconds``: latency, errors, drops, peak RSS."""
+    video, behavior, pupil = trial(300)
+    frames = int(seconds * 30)
+    latencies: list[float] = []
+    errors, received, peak_rss = 0, 0, 0.0
+
+    async def one(client: AsyncClient, offset: float) -> None:
+        nonlocal errors, received
+        await asyncio.sleep(offset)
+        try:
+            async with await client.stream(model="sensorium") as stream:
+                start = time.perf_counter()
+                for i in range(frames):
+                    await asyncio.sleep(max(0.0, start + i / 30 - time.perf_counter()))
+                    sent = time.perf_counter()
+                    t = i % 300
+                    await stream.step(video[t], behavior[t], pupil[t])
+                    latencies.append((time.perf_counter() - sent) * 1e3)
+                    received += 1
+        except Exception:  # counted, not raised: the figure is how many failed
+            errors += 1
+
+    async def watch_memory(done: asyncio.Event) -> None:
+        nonlocal peak_rss
+        while not done.is_set():
+            peak_rss = max(peak_rss, server.rss_mb())
+            await asyncio.sleep(0.5)
+
+    async with AsyncClient(target) as client:
+        await client.model("sensorium")
+        done = asyncio.Event()
+        watcher = asyncio.create_task(watch_memory(done))
+        await asyncio.gather(*(one(client, i / 30 / n) for i in range(n)))
+        done.set()
+        await watcher
+    ms = np.asarray(latencies) if latencies else np.asarray([np.inf])
+    return {
+        "p50": float(np.percentile(ms, 50)),
+        "p99": float(np.percentile(ms, 99)),
+        "errors": errors,
+        "dropped": n * frames - received,
+        "rss_mb": peak_rss,
+    }
+
+
+def predict_vs_eager(target: str, model: torch.nn.Module) -> tuple[float, float]:
+    """Median ms of unary Predict (300 frames) and of PyTorch eager, interleaved."""
+    video, behavior, pupil = trial(300)
+    torch.set_num_threads(2)
+    tensors = [torch.from_numpy(a.astype(np.float32))[None] for a in (video, behavior, pupil)]
+    served, eager = [], []
+    with Client(target) as client, torch.no_grad():
+        for _ in range(11):
+            served += timed(lambda: client.predict(video, behavior, pupil, model="twin"), 1, 1)
+            eager += timed(lambda: model(*tensors), 1, 1)
+    return statistics.median(served), statistics.median(eager)
+
+
+def main() -> int:
+    """Run everything and print the table."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of 8 streams")
+    parser.add_argument("--ramp-duration", type=float, default=10.0, help="seconds per ramp step")
+    parser.add_argument("--steps", type=int, default=600, help="timed single-stream steps")
+    args = parser.parse_args()
+    twin = random_model(8000)
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp)
+        shutil.copytree(ROOT / "models" / "sensorium" / "1", repo / "sensorium" / "1")
+        write_version(twin, {}, repo, "twin", {})
+        server = ServerProcess(repo, repo / "server.log")
+        target = f"localhost:{server.port}"
+        try:
+            rows = run_all(target, server, twin.mouse("bench-mouse"), repo, args)
+        finally:
+            server.stop()
+    print(f"\n{'figure':58s} {'measured':>10s} {'target':>10s}  ok")
+    for label, value, target_text, ok in rows:
+        flag = "" if ok is None else ("yes" if ok else "NO")
+        print(f"{label:58s} {value:10.2f} {target_text:>10s}  {flag}")
+    return 0 if all(r[3] is not False for r in rows) else 1
+
+
+def run_all(
+    target: str, server: ServerProcess, twin: torch.nn.Module, repo: Path, args: argparse.Namespace
+) -> list[tuple[str, float, str, bool | None]]:
+    """Every measurement, in one run, as table rows."""
+    step_path = next((repo / "sensorium" / "1").rglob("step.onnx"))
+    local = in_process_step(step_path, args.steps)
+    remote = single_stream(target, args.steps)
+    local_p50 = statistics.median(local)
+    p50, p99 = float(np.percentile(remote, 50)), float(np.percentile(remote, 99))
+    rows: list[tuple[str, float, str, bool | None]] = [
+        ("single stream, 1 frame/message: end-to-end p50 (ms)", p50, "<= 4", p50 <= 4),
+        ("single stream, 1 frame/message: end-to-end p99 (ms)", p99, "<= 8", p99 <= 8),
+        ("in-process ONNX Runtime step, 1 thread: p50 (ms)", local_p50, "", None),
+        ("  overhead of the server, p50 (ms)", p50 - local_p50, "<= 1", p50 - local_p50 <= 1),
+    ]
+    eight = asyncio.run(streams_at_rate(target, 8, args.duration, server))
+    rows += [
+        (f"8 streams at 30 Hz for {args.duration:g} s: p50 (ms)", eight["p50"], "", None),
+        (
+            f"8 streams at 30 Hz for {args.duration:g} s: p99 (ms)",
+            eight["p99"],
+            "<= 33",
+            eight["p99"] <= FRAME_BUDGET_MS,
+        ),
+        ("  errors", eight["errors"], "0", eight["errors"] == 0),
+        ("  dropped frames", eight["dropped"], "0", eight["dropped"] == 0),
+        (
+            "server RSS with 8 streams, peak (MB)",
+            eight["rss_mb"],
+            "<= 1024",
+            eight["rss_mb"] <= 1024,
+        ),
+    ]
+    largest = 8 if eight["p99"] <= FRAME_BUDGET_MS and not eight["errors"] else 0
+    for n in (12, 16, 24, 32, 48, 64, 96, 128) if largest else ():
+        result = asyncio.run(streams_at_rate(target, n, args.ramp_duration, server))
+        print(
+            f"ramp: {n} streams: p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms, "
+            f"errors {result['errors']}, dropped {result['dropped']}",
+            flush=True,
+        )
+        if result["p99"] > FRAME_BUDGET_MS or result["errors"] or result["dropped"]:
+            break
+        largest = n
+    rows.append(("largest number of 30 Hz streams with p99 <= 33 ms", largest, "", None))
+    served, eager = predict_vs_eager(target, twin)
+    rows += [
+        ("unary Predict, 300-frame clip, 8,000 neurons (ms)", served, "", None),
+        ("PyTorch eager in-process, same weights, 2 threads (ms)", eager, "", None),
+        ("  ratio eager / Predict", eager / served, ">= 1.5", eager / served >= 1.5),
+    ]
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())
