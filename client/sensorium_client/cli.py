@@ -12,6 +12,7 @@ from sensorium_client import __version__
 from sensorium_client.commands import add_server_commands
 from sensorium_client.connection import default_target
 from sensorium_client.errors import SensoriumError
+from sensorium_client.scoring.command import add_score_command
 from sensorium_data import DataFormatError, find_sessions
 
 
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
     common.add_argument("--timeout", type=float, default=30.0, help="deadline per call, s")
     add_server_commands(sub, common)
+    add_score_command(sub, common)
     inspect = sub.add_parser(
         "inspect", help="summarise Sensorium 2023 session folders (trials per tier, neurons)"
     )
@@ -69,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"client: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("client: interrupted", file=sys.stderr)
+        print("client: interrupted; finished work is kept (client score --resume)", file=sys.stderr)
         return 130
 
 

@@ -1,0 +1,1 @@
+"""Offline scoring of both Sensorium 2023 tracks through a running server."""

@@ -1,0 +1,105 @@
+"""Competition submissions: parquet files (brotli) and zips with no folders.
+
+Columns: ``mouse``, ``trial_indices``, ``prediction`` (N x scored frames) and
+``neuron_ids``.
+
+Rows are written per mouse and tier into part files as trials finish (bounded
+memory, resumable), then the parts of a tier are joined into the file the
+competition expects.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sensorium_data import SCORED_FROM_FRAME
+
+SCHEMA = pa.schema(
+    [
+        ("mouse", pa.string()),
+        ("trial_indices", pa.int64()),
+        ("prediction", pa.list_(pa.list_(pa.float32()))),
+        ("neuron_ids", pa.list_(pa.int64())),
+    ]
+)
+COMPRESSION = "brotli"
+ROWS_PER_GROUP = 4  # 4 trials x 8,000 neurons x 250 frames: 32 MB in memory at most
+
+
+def _nested(prediction: np.ndarray) -> pa.Array:
+    """One row's N x F matrix as list<list<float32>> without a Python loop."""
+    n, frames = prediction.shape
+    values = pa.array(np.ascontiguousarray(prediction, dtype=np.float32).ravel())
+    inner = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * frames), values)
+    return pa.ListArray.from_arrays(pa.array([0, n], type=pa.int32()), inner)
+
+
+class PartWriter:
+    """The rows of one mouse and tier; the file appears only when :meth:`close` runs."""
+
+    def __init__(self, path: Path, mouse: str, neuron_ids: np.ndarray) -> None:
+        """Write to ``path`` (via a temporary name)."""
+        self.path = path
+        self._tmp = path.with_suffix(".tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = pq.ParquetWriter(self._tmp, SCHEMA, compression=COMPRESSION)
+        self._mouse = mouse
+        self._ids = pa.array([np.asarray(neuron_ids, dtype=np.int64)], type=SCHEMA.field(3).type)
+        self._rows: list[pa.RecordBatch] = []
+
+    def add(self, trial_index: int, predictions: np.ndarray) -> None:
+        """Add one trial's predictions (T x N, time first, the trial's real length)."""
+        scored = predictions[SCORED_FROM_FRAME:].T  # N x scored frames
+        batch = pa.RecordBatch.from_arrays(
+            [
+                pa.array([self._mouse]),
+                pa.array([trial_index], pa.int64()),
+                _nested(scored),
+                self._ids,
+            ],
+            schema=SCHEMA,
+        )
+        self._rows.append(batch)
+        if len(self._rows) >= ROWS_PER_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._rows:
+            self._writer.write_table(pa.Table.from_batches(self._rows))
+            self._rows = []
+
+    def close(self) -> None:
+        """Finish the file."""
+        self._flush()
+        self._writer.close()
+        self._tmp.replace(self.path)
+
+    def abort(self) -> None:
+        """Drop an unfinished part."""
+        self._writer.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def join_parts(parts: list[Path], out: Path) -> int:
+    """Concatenate part files into ``out``, one row group at a time; returns the rows."""
+    rows = 0
+    with pq.ParquetWriter(out, SCHEMA, compression=COMPRESSION) as writer:
+        for part in parts:
+            source = pq.ParquetFile(part)
+            for group in range(source.num_row_groups):
+                table = source.read_row_group(group)
+                writer.write_table(table)
+                rows += table.num_rows
+    return rows
+
+
+def zip_files(files: list[Path], out: Path) -> None:
+    """Zip ``files`` flat (no folders inside), as the competition site expects."""
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
+        for file in files:
+            archive.write(file, arcname=file.name)
