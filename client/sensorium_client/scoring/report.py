@@ -63,8 +63,11 @@ def build_report(
         if len(known) == len(per_mouse) and known:
             ceiling = {k: sum(c[k] for c in known) / len(known) for k in METRIC_NAMES}
             entry["noise_ceiling_mean_over_mice"] = ceiling
+            # A fraction of a ceiling at or below 0 (FEVE of tiny samples) means nothing.
             entry["fraction_of_ceiling"] = {
-                k: entry["metrics"][k]["mean_over_mice"] / ceiling[k] for k in METRIC_NAMES
+                k: entry["metrics"][k]["mean_over_mice"] / ceiling[k]
+                for k in METRIC_NAMES
+                if ceiling[k] > 0
             }
         figures[group] = entry
     return {
