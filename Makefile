@@ -6,7 +6,7 @@ CONSTRAINTS := constraints/ci.txt
 BUF_VERSION := 1.75.0
 DEMO_DIR := build/demo
 
-.PHONY: help venv run synth-small bench-serving synth-default default-model bench-streaming test lint format protos protos-check buf-lint client-only ci clean
+.PHONY: help venv run synth-small bench-serving bench-scoring synth-default default-model bench-streaming test lint format protos protos-check buf-lint client-only ci clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -46,6 +46,9 @@ bench-streaming: venv  ## budgets of the default architecture (state, step laten
 
 bench-serving: venv  ## the served figures: latency, overhead, 30 Hz streams, memory, Predict vs eager
 	$(BIN)/python bench/serving.py
+
+bench-scoring: venv  ## scoring throughput through the server vs PyTorch eager (needs build/synth)
+	$(BIN)/python bench/scoring.py
 
 test: venv  ## run the test suite
 	$(BIN)/pytest
