@@ -30,8 +30,10 @@ def _problems(path: Path) -> list[str]:
         + float(config["SENSORIUM_DRAIN_GRACE_S"])
     )
     if pod["terminationGracePeriodSeconds"] <= needed:
-        problems.append(f"terminationGracePeriodSeconds {pod['terminationGracePeriodSeconds']} "
-                        f"<= preStop + drain delay + drain grace ({needed:g})")
+        problems.append(
+            f"terminationGracePeriodSeconds {pod['terminationGracePeriodSeconds']} "
+            f"<= preStop + drain delay + drain grace ({needed:g})"
+        )
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         if server.get(probe, {}).get("grpc", {}).get("port") != 8001:
             problems.append(f"{probe} is not a gRPC probe on port 8001")
