@@ -6,7 +6,7 @@ CONSTRAINTS := constraints/ci.txt
 BUF_VERSION := 1.75.0
 DEMO_DIR := build/demo
 
-.PHONY: help venv run synth-small bench-serving bench-scoring synth-default default-model bench-streaming test lint format protos protos-check buf-lint client-only ci clean
+.PHONY: help venv run deploy-check image-check synth-small bench-serving bench-scoring synth-default default-model bench-streaming test lint format protos protos-check buf-lint client-only ci clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -84,7 +84,13 @@ client-only:  ## install with no extras into a fresh venv: client --help, no tor
 	bad = {'torch', 'onnxruntime'} & set(sys.modules); assert not bad, bad"
 	@echo "client-only install: ok"
 
-ci: lint protos-check buf-lint test client-only  ## everything CI runs
+deploy-check: venv  ## hadolint, yamllint, render and validate the Kubernetes overlays
+	BIN=$(BIN) deploy/check.sh
+
+image-check: venv  ## the Dockerfile's install script in a fresh venv, then health, predict, drain
+	PYTHON=$(BIN)/python deploy/docker/check.sh
+
+ci: lint protos-check buf-lint test client-only deploy-check image-check  ## everything CI runs
 
 clean:  ## remove environments and build outputs
 	rm -rf $(VENV) .venv-client .tools build dist *.egg-info
