@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import grpc
 
@@ -16,18 +13,10 @@ from sensorium_api.v1 import predictor_pb2_grpc as pb_grpc
 from sensorium_server import convert
 from sensorium_server.dataplane import DataPlane, Prediction
 from sensorium_server.errors import FailedPreconditionError, IdleTimeoutError
+from sensorium_server.observe import UNREACHABLE, observe
 from sensorium_server.sessions import StreamSession
-from sensorium_server.status import status_of
 
 logger = logging.getLogger(__name__)
-UNREACHABLE = "unreachable: the call either returned or was aborted"
-
-
-@dataclass
-class _Call:
-    rpc: str
-    model: str
-    code: str = "OK"
 
 
 class PredictorServicer(pb_grpc.PredictorServicer):
@@ -37,33 +26,11 @@ class PredictorServicer(pb_grpc.PredictorServicer):
         """Serve ``plane``."""
         self._plane = plane
 
-    @contextlib.asynccontextmanager
-    async def _observe(
-        self, context: grpc.aio.ServicerContext, rpc: str, model: str, unary: bool = True
-    ) -> AsyncIterator[_Call]:
-        """Count the call, time it, and turn a raised error into the call's status."""
-        call, started, failure = _Call(rpc, model), time.perf_counter(), None
-        try:
-            yield call
-        except asyncio.CancelledError:
-            call.code = "CANCELLED"
-            raise
-        except Exception as err:  # every error leaves through status_of
-            code, message = status_of(err, rpc)
-            call.code, failure = code.name, (code, message)
-        finally:
-            self._plane.metrics.count(rpc, call.model, call.code)
-            if unary:
-                elapsed = time.perf_counter() - started
-                self._plane.metrics.latency.labels(rpc, call.model).observe(elapsed)
-        if failure is not None:
-            await context.abort(*failure)
-
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
         """Every served model version."""
-        async with self._observe(context, "ListModels", ""):
+        async with observe(self._plane.metrics, context, "ListModels", ""):
             models = [convert.manifest_message(m) for m in self._plane.store.served()]
             return pb.ListModelsResponse(models=models)
         raise RuntimeError(UNREACHABLE)
@@ -72,7 +39,7 @@ class PredictorServicer(pb_grpc.PredictorServicer):
         self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetModelResponse:
         """One model version (version 0: the latest)."""
-        async with self._observe(context, "GetModel", request.model) as call:
+        async with observe(self._plane.metrics, context, "GetModel", request.model) as call:
             model = self._plane.store.get(request.model, request.version)
             call.model = model.name
             return pb.GetModelResponse(model=convert.manifest_message(model))
@@ -82,7 +49,7 @@ class PredictorServicer(pb_grpc.PredictorServicer):
         self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
     ) -> pb.PredictResponse:
         """Responses to a whole clip, from the clip graph."""
-        async with self._observe(context, "Predict", request.model) as call:
+        async with observe(self._plane.metrics, context, "Predict", request.model) as call:
             dtype = convert.response_dtype(request.response_dtype)
             video, behavior, pupil_center = convert.input_arrays(request)
             result = await self._plane.predict(
@@ -128,7 +95,7 @@ class PredictorServicer(pb_grpc.PredictorServicer):
     ) -> AsyncIterator[pb.StreamPredictResponse]:
         """A stream session: open, then frames (and resets), until the client half-closes."""
         session: StreamSession | None = None
-        async with self._observe(context, "StreamPredict", "", unary=False) as call:
+        async with observe(self._plane.metrics, context, "StreamPredict", "", unary=False) as call:
             try:
                 first = await self._next(request_iterator)
                 if first is None:
