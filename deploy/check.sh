@@ -15,4 +15,8 @@ for overlay in cpu gpu; do
     done
 done
 "$bin/python" deploy/k8s/check_rendered.py build/k8s/cpu.yaml build/k8s/gpu.yaml
+# KServe's InferenceService: its own fields checked by us, its pod part by the schemas.
+"$bin/python" deploy/kserve/check_inferenceservice.py deploy/kserve/inferenceservice.yaml \
+    build/k8s/kserve-pod.yaml
+"$bin/kubernetes-validate" --strict --quiet -k 1.33.0 build/k8s/kserve-pod.yaml
 echo "deployment recipe checks passed"

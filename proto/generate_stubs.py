@@ -9,6 +9,9 @@ proto/sensorium_api/<ver>/<name>_pb2.py (+ .pyi, + _pb2_grpc.py). protoc names
 imports after the proto package (``from sensorium.v1 import ...``); they are
 rewritten to ``sensorium_api.v1`` so that the stubs live inside our package while
 the descriptors keep their canonical file names (server reflection needs those).
+Protos of other packages (``inference``, the Open Inference Protocol) go to
+``sensorium_api/<package>/`` and register in a private descriptor pool, so that
+they coexist with other libraries' copies (tritonclient) in one process.
 """
 
 from __future__ import annotations
@@ -58,6 +61,19 @@ def _rewrite(text: str, proto_packages: set[str]) -> str:
     return text
 
 
+def _private_pool(text: str) -> str:
+    """Register a foreign package's descriptors in a pool of their own.
+
+    Other libraries (tritonclient) register the same full names (``inference.*``) in
+    the default pool; two registrations in one process would collide.
+    """
+    return text.replace(
+        "DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(",
+        "POOL = _descriptor_pool.DescriptorPool()  # not the default pool: see generate_stubs\n"
+        "DESCRIPTOR = POOL.AddSerializedFile(",
+    )
+
+
 def generate() -> dict[Path, str]:
     """Run protoc on every proto and return {target path: file text}."""
     protos = _proto_files()
@@ -80,6 +96,8 @@ def generate() -> dict[Path, str]:
             rel = path.relative_to(tmp)
             src = str(rel.parent / rel.name.split("_pb2")[0]) + ".proto"
             body = _rewrite(path.read_text(), packages)
+            if rel.parts[0] != "sensorium":
+                body = _private_pool(body)
             outputs[_target(rel)] = HEADER.format(src=src) + body
     for directory in {t.parent for t in outputs}:
         init = directory / "__init__.py"

@@ -100,3 +100,21 @@ def sample() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     behavior = np.load(SAMPLES / "behavior.npy").T.copy()
     pupil_center = np.load(SAMPLES / "pupil_center.npy").T.copy()
     return video, behavior, pupil_center
+
+
+@pytest.fixture
+def strict_server(repository: Path) -> Iterator[ServerThread]:
+    """A server with one worker, a queue of one and a 0.5 s idle timeout."""
+    settings = Settings(
+        model_repository=repository,
+        host="localhost",
+        port=0,
+        metrics_port=-1,
+        versions="all",
+        workers=1,
+        max_queue=1,
+        idle_timeout_s=0.5,
+    )
+    running = ServerThread(settings).start()
+    yield running
+    running.stop()

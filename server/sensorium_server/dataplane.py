@@ -40,6 +40,7 @@ class DataPlane:
         self.metrics = metrics
         self.scheduler = Scheduler(settings.workers, settings.max_queue, metrics.observe_inference)
         self.sessions = SessionManager(settings.max_sessions)
+        self.draining = False
 
     @property
     def message_limit(self) -> int:

@@ -94,9 +94,9 @@ def providers_for(setting: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def _open(path: Path, settings: Settings) -> ort.InferenceSession:
+def _open(path: Path, settings: Settings, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
-    options.intra_op_num_threads = settings.intra_op_threads
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), options, providers=providers_for(settings.providers))
@@ -138,8 +138,8 @@ def load_version(path: Path, settings: Settings) -> LoadedModel:
         mouse = MouseRuntime(
             name,
             graphs.neuron_ids,
-            _open(graphs.clip, settings),
-            _open(graphs.step, settings),
+            _open(graphs.clip, settings, settings.clip_threads),
+            _open(graphs.step, settings, settings.intra_op_threads),
             states,
             dict(entry.get("input_defaults", {})),
         )

@@ -8,20 +8,42 @@ import signal
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf import descriptor, descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from sensorium_api.inference import grpc_predict_v2_pb2 as oip
+from sensorium_api.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from sensorium_api.v1 import predictor_pb2 as pb
 from sensorium_api.v1 import predictor_pb2_grpc as pb_grpc
 from sensorium_server.dataplane import DataPlane
 from sensorium_server.metrics import Metrics
+from sensorium_server.oip import InferenceServicer
 from sensorium_server.runtime import ModelStore
 from sensorium_server.servicer import PredictorServicer
 from sensorium_server.settings import Settings
 
 logger = logging.getLogger(__name__)
 PREDICTOR = pb.DESCRIPTOR.services_by_name["Predictor"].full_name
-HEALTH_SERVICES = ("", PREDICTOR)
+INFERENCE = oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+HEALTH_SERVICES = ("", PREDICTOR, INFERENCE)
+
+
+def reflection_pool() -> descriptor_pool.DescriptorPool:
+    """Every served service's files in one pool (the OIP stubs live outside the default)."""
+    pool = descriptor_pool.DescriptorPool()
+
+    def add(file: descriptor.FileDescriptor) -> None:
+        for dependency in file.dependencies:
+            add(dependency)
+        try:
+            pool.FindFileByName(file.name)
+        except KeyError:
+            pool.Add(descriptor_pb2.FileDescriptorProto.FromString(file.serialized_pb))
+
+    for file in (pb.DESCRIPTOR, oip.DESCRIPTOR, health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
+        add(file)
+    return pool
 
 
 def grpc_options(settings: Settings) -> list[tuple[str, int]]:
@@ -51,6 +73,7 @@ class Server:
     metrics_port: int | None
     plane: DataPlane
     health: health.aio.HealthServicer
+    inference: InferenceServicer
 
     async def start(self) -> None:
         """Start taking calls (health NOT_SERVING until :meth:`load_models`)."""
@@ -82,10 +105,12 @@ class Server:
 
         The delay lets load balancers see NOT_SERVING before calls are refused.
         """
+        self.plane.draining = True
         await self.health.enter_graceful_shutdown()
         if delay > 0:
             await asyncio.sleep(delay)
         await self.grpc_server.stop(grace)
+        await self.inference.close()
         self.plane.scheduler.close()
         self.plane.metrics.close()
 
@@ -96,18 +121,22 @@ async def create_server(settings: Settings) -> Server:
     plane = DataPlane(settings, ModelStore(), metrics)
     server = grpc.aio.server(options=grpc_options(settings))
     pb_grpc.add_PredictorServicer_to_server(PredictorServicer(plane), server)
+    inference = InferenceServicer(plane)
+    oip_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in HEALTH_SERVICES:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection(
-        [PREDICTOR, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        [PREDICTOR, INFERENCE, health.SERVICE_NAME, reflection.SERVICE_NAME],
+        server,
+        reflection_pool(),
     )
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
         raise RuntimeError(f"cannot bind gRPC to {settings.host}:{settings.port}")
     metrics_port = metrics.serve(settings.metrics_port) if settings.metrics_port >= 0 else None
-    return Server(settings, server, port, metrics_port, plane, health_servicer)
+    return Server(settings, server, port, metrics_port, plane, health_servicer, inference)
 
 
 async def serve(settings: Settings) -> int:

@@ -80,7 +80,8 @@ class PredictorServicer(pb_grpc.PredictorServicer):
     ) -> pb.StreamPredictRequest | None:
         timeout = self._plane.settings.idle_timeout_s
         try:
-            return await asyncio.wait_for(anext(requests), timeout)
+            async with asyncio.timeout(timeout):  # no task per message, unlike wait_for
+                return await anext(requests)
         except StopAsyncIteration:
             return None
         except TimeoutError:

@@ -31,7 +31,8 @@ class Settings:
     versions: str = "latest:1"  # "all", "latest:N" or "specific:1,3"
     providers: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
     workers: int = 2  # inference threads of the scheduler
-    intra_op_threads: int = 1  # ONNX Runtime threads per inference
+    intra_op_threads: int = 1  # ONNX Runtime threads per streaming step (small, latency-bound)
+    clip_threads: int = 0  # ONNX Runtime threads per whole-clip inference (0: one per core)
     max_queue: int = 64  # inferences waiting or running before RESOURCE_EXHAUSTED
     max_sessions: int = 256  # open stream sessions
     max_clip_frames: int = 3000  # frames of one Predict call
@@ -48,6 +49,10 @@ class Settings:
         for name in ("workers", "intra_op_threads", "max_queue", "max_sessions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.clip_threads < 0:
+            raise ValueError(
+                f"clip_threads must be 0 (one per core) or more, got {self.clip_threads}"
+            )
         if self.providers not in ("auto", "cpu", "cuda"):
             raise ValueError(f"providers must be auto, cpu or cuda, got {self.providers!r}")
         parse_version_policy(self.versions)

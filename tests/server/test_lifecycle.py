@@ -123,23 +123,6 @@ def test_metrics_count_requests_errors_frames_and_sessions(
     assert after[("process_resident_memory_bytes", ())] > 0
 
 
-@pytest.fixture
-def strict_server(repository: Path) -> ServerThread:
-    settings = Settings(
-        model_repository=repository,
-        host="localhost",
-        port=0,
-        metrics_port=-1,
-        versions="all",
-        workers=1,
-        max_queue=1,
-        idle_timeout_s=0.5,
-    )
-    running = ServerThread(settings).start()
-    yield running
-    running.stop()
-
-
 def test_full_queue_is_resource_exhausted(strict_server: ServerThread, sample: Trial) -> None:
     with Client(strict_server.target) as client:
         with concurrent.futures.ThreadPoolExecutor(6) as pool:
@@ -204,3 +187,27 @@ def test_sigterm_drains_an_open_stream_then_exits_0(repository: Path, sample: Tr
         finally:
             if process.poll() is None:
                 process.kill()
+
+
+def test_reflection_describes_both_apis(server: ServerThread) -> None:
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    with grpc.insecure_channel(server.target) as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        services = set(database.get_services())
+        assert {
+            "sensorium.v1.Predictor",
+            "inference.GRPCInferenceService",
+            "grpc.health.v1.Health",
+        } <= services
+        pool = DescriptorPool(database)
+        infer = pool.FindServiceByName("inference.GRPCInferenceService").FindMethodByName(
+            "ModelInfer"
+        )
+        assert infer.input_type.full_name == "inference.ModelInferRequest"
+        predictor = pool.FindServiceByName("sensorium.v1.Predictor")
+        predict = predictor.FindMethodByName("StreamPredict")
+        assert predict.output_type.full_name == "sensorium.v1.StreamPredictResponse"

@@ -28,6 +28,13 @@ SCHEMA = pa.schema(
     ]
 )
 COMPRESSION = "brotli"
+# Level 1: as small as the default level on predictions (float noise barely
+# compresses) at a fifth of the time; no dictionary pages for the float columns.
+WRITER_OPTIONS = {
+    "compression": COMPRESSION,
+    "compression_level": 1,
+    "use_dictionary": ["mouse"],
+}
 ROWS_PER_GROUP = 4  # 4 trials x 8,000 neurons x 250 frames: 32 MB in memory at most
 
 
@@ -47,7 +54,7 @@ class PartWriter:
         self.path = path
         self._tmp = path.with_suffix(".tmp")
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = pq.ParquetWriter(self._tmp, SCHEMA, compression=COMPRESSION)
+        self._writer = pq.ParquetWriter(self._tmp, SCHEMA, **WRITER_OPTIONS)
         self._mouse = mouse
         self._ids = pa.array([np.asarray(neuron_ids, dtype=np.int64)], type=SCHEMA.field(3).type)
         self._rows: list[pa.RecordBatch] = []
@@ -88,7 +95,7 @@ class PartWriter:
 def join_parts(parts: list[Path], out: Path) -> int:
     """Concatenate part files into ``out``, one row group at a time; returns the rows."""
     rows = 0
-    with pq.ParquetWriter(out, SCHEMA, compression=COMPRESSION) as writer:
+    with pq.ParquetWriter(out, SCHEMA, **WRITER_OPTIONS) as writer:
         for part in parts:
             source = pq.ParquetFile(part)
             for group in range(source.num_row_groups):
