@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from google.protobuf import descriptor, descriptor_pb2, descriptor_pool
@@ -115,6 +116,23 @@ class Server:
         self.plane.metrics.close()
 
 
+def _bind(server: grpc.aio.Server, settings: Settings) -> int:
+    """Add the gRPC port: TLS (mutual when a client CA is given) or plaintext."""
+    address = f"{settings.host}:{settings.port}"
+    if not settings.tls_cert:
+        return int(server.add_insecure_port(address))
+    try:
+        key = Path(settings.tls_key).read_bytes()
+        chain = Path(settings.tls_cert).read_bytes()
+        ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
+    except OSError as err:
+        raise RuntimeError(f"TLS files: {err}") from None
+    credentials = grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=ca, require_client_auth=ca is not None
+    )
+    return int(server.add_secure_port(address, credentials))
+
+
 async def create_server(settings: Settings) -> Server:
     """Build the server and bind its ports (port 0: any free port); nothing is loaded yet."""
     metrics = Metrics()
@@ -132,7 +150,7 @@ async def create_server(settings: Settings) -> Server:
         server,
         reflection_pool(),
     )
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    port = _bind(server, settings)
     if port == 0:
         raise RuntimeError(f"cannot bind gRPC to {settings.host}:{settings.port}")
     metrics_port = metrics.serve(settings.metrics_port) if settings.metrics_port >= 0 else None

@@ -42,6 +42,9 @@ class Settings:
     drain_delay_s: float = 1.0  # SIGTERM: NOT_SERVING this long before refusing calls
     drain_grace_s: float = 20.0  # SIGTERM: then open calls get this long to finish
     max_connection_age_s: float = 300.0  # connections are recycled so load rebalances
+    tls_cert: str = ""  # PEM certificate chain: serve TLS instead of plaintext
+    tls_key: str = ""  # PEM private key of tls_cert
+    tls_client_ca: str = ""  # PEM CA: require client certificates signed by it (mTLS)
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -56,6 +59,10 @@ class Settings:
         if self.providers not in ("auto", "cpu", "cuda"):
             raise ValueError(f"providers must be auto, cpu or cuda, got {self.providers!r}")
         parse_version_policy(self.versions)
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key")
 
 
 def parse_version_policy(text: str) -> tuple[str, list[int]]:

@@ -61,7 +61,9 @@ def compute_ceiling(session: Session) -> dict[str, Any]:
             by_clip[trial.clip_id].append(trial)
     scorers = {name: MouseScorer(session.n_neurons) for name in groups}
     counts: dict[str, int] = defaultdict(int)
-    for clip_id, repeats in by_clip.items():
+    while by_clip:
+        # Pop the clip: its Trial objects (and the arrays they hold) go when it is done.
+        clip_id, repeats = by_clip.popitem()
         for trial in repeats:
             responses, rates = trial.response_frames(), load_rates(trial)
             for name in membership[trial.index]:
