@@ -27,6 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", required=True, help="folder for checkpoint.pt and training.json")
     parser.add_argument("--core", choices=["factorised3d", "convgru"], default="factorised3d")
+    parser.add_argument(
+        "--channels",
+        default=",".join(str(c) for c in defaults.core.channels),
+        help="channels of the core's blocks, comma-separated (default: %(default)s)",
+    )
+    parser.add_argument("--stem-channels", type=int, default=defaults.core.stem_channels)
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch", type=int, default=defaults.batch)
     parser.add_argument("--window", type=int, default=defaults.window)
@@ -70,7 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         device=device,
         time_limit_min=args.time_limit,
-        core=CoreConfig(kind=args.core),
+        core=CoreConfig(
+            kind=args.core,
+            stem_channels=args.stem_channels,
+            channels=tuple(int(c) for c in args.channels.split(",")),
+        ),
     )
     checkpoint = train(sessions, config, Path(args.out), progress=not args.no_progress)
     oracle = checkpoint["metrics"]["oracle"]
