@@ -129,3 +129,11 @@ def test_async_client_matches_sync_client(server: ServerThread, sample: Trial, m
     with Client(server.target) as client:
         np.testing.assert_array_equal(clip, client.predict(video, behavior, pupil, model=model))
     assert _relative(stepped, clip) < 1e-4
+
+
+def test_dns_target_balances_round_robin(server: ServerThread, sample: Trial) -> None:
+    """dns:/// targets (a headless Service) resolve every address and work as one client."""
+    video, behavior, pupil = (a[:5] for a in sample)
+    with Client(f"dns:///localhost:{server.server.port}") as client:
+        for _ in range(4):  # calls spread over the resolved addresses
+            assert client.predict(video, behavior, pupil, model="tiny").shape == (5, 40)
