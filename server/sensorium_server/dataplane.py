@@ -62,7 +62,14 @@ class DataPlane:
         pupil_center: np.ndarray,
         response_itemsize: int = 4,
     ) -> Prediction:
-        """Run the whole-clip graph on one trial."""
+        """Responses to one trial: the clip graph, or chunks of the step graph.
+
+        A clip longer than ``clip_chunk_frames`` runs through the streaming graph in
+        chunks (exact: stepping equals the clip, checked at export and at load). Peak
+        memory then follows the chunk, not the clip (the readout holds frames x
+        channels x neurons), and each chunk queues on its own, so a long clip does not
+        hold a worker for its whole length while streams wait.
+        """
         loaded, runtime = self.resolve(model, version, mouse)
         feeds = check_inputs(
             video, behavior, pupil_center, loaded.frame_shape, self.settings.max_clip_frames
@@ -70,8 +77,33 @@ class DataPlane:
         check_response_size(
             video.shape[0], runtime.neuron_count, response_itemsize, self.message_limit
         )
+        chunk = self.settings.clip_chunk_frames
+        if chunk and video.shape[0] > chunk and runtime.chunks is not None:
+            responses, timing = await self._chunked(loaded, runtime, feeds, chunk)
+            return Prediction(loaded, runtime, responses, timing)
         outputs, timing = await self.scheduler.run(runtime.clip, feeds, (loaded.name, "clip"))
         return Prediction(loaded, runtime, outputs[0][0], timing)
+
+    async def _chunked(
+        self,
+        loaded: LoadedModel,
+        runtime: MouseRuntime,
+        feeds: dict[str, np.ndarray],
+        chunk: int,
+    ) -> tuple[np.ndarray, Timing]:
+        session = runtime.chunks
+        if session is None:  # checked by the caller; keeps the type narrow
+            raise RuntimeError("no chunk session")
+        state = runtime.initial_state()
+        parts, queue_s, compute_s = [], 0.0, 0.0
+        for start in range(0, feeds["video"].shape[1], chunk):
+            step = {name: array[:, start : start + chunk] for name, array in feeds.items()}
+            step.update({s.input: x for s, x in zip(runtime.state, state, strict=True)})
+            outputs, timing = await self.scheduler.run(session, step, (loaded.name, "clip"))
+            parts.append(outputs[0][0])
+            state = outputs[1:]
+            queue_s, compute_s = queue_s + timing.queue_s, compute_s + timing.compute_s
+        return np.concatenate(parts), Timing(queue_s, compute_s)
 
     def open_stream(
         self, model: str, version: int, mouse: str, response_dtype: np.dtype

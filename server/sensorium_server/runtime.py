@@ -49,6 +49,8 @@ class MouseRuntime:
     step: ort.InferenceSession
     state: list[StateSpec]
     input_defaults: dict[str, list[float]] = field(default_factory=dict)
+    # The step graph with the clip graph's threads: long clips run through it in chunks.
+    chunks: ort.InferenceSession | None = None
 
     @property
     def neuron_count(self) -> int:
@@ -142,6 +144,7 @@ def load_version(path: Path, settings: Settings) -> LoadedModel:
             _open(graphs.step, settings, settings.intra_op_threads),
             states,
             dict(entry.get("input_defaults", {})),
+            _open(graphs.step, settings, settings.clip_threads),
         )
         error = check_stream_parity(mouse, loaded.frame_shape)
         if not error < PARITY_TOLERANCE:

@@ -33,6 +33,7 @@ class Settings:
     workers: int = 2  # inference threads of the scheduler
     intra_op_threads: int = 1  # ONNX Runtime threads per streaming step (small, latency-bound)
     clip_threads: int = 0  # ONNX Runtime threads per whole-clip inference (0: one per core)
+    clip_chunk_frames: int = 50  # longer clips run as chunks of the step graph (0: never)
     max_queue: int = 64  # inferences waiting or running before RESOURCE_EXHAUSTED
     max_sessions: int = 256  # open stream sessions
     max_clip_frames: int = 3000  # frames of one Predict call
@@ -52,6 +53,10 @@ class Settings:
         for name in ("workers", "intra_op_threads", "max_queue", "max_sessions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.clip_chunk_frames < 0:
+            raise ValueError(
+                f"clip_chunk_frames must be 0 (never) or more, got {self.clip_chunk_frames}"
+            )
         if self.clip_threads < 0:
             raise ValueError(
                 f"clip_threads must be 0 (one per core) or more, got {self.clip_threads}"

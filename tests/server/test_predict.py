@@ -137,3 +137,21 @@ def test_dns_target_balances_round_robin(server: ServerThread, sample: Trial) ->
     with Client(f"dns:///localhost:{server.server.port}") as client:
         for _ in range(4):  # calls spread over the resolved addresses
             assert client.predict(video, behavior, pupil, model="tiny").shape == (5, 40)
+
+
+def test_long_clips_run_in_chunks_equal_to_the_clip_graph(
+    server: ServerThread, sample: Trial
+) -> None:
+    """Predict of a clip longer than --clip-chunk-frames steps through the stream graph."""
+    video, behavior, pupil = sample  # 254 frames, chunks of 50
+    assert server.settings.clip_chunk_frames == 50
+    runtime = server.server.plane.store.mouse(server.server.plane.store.get("sensorium"), "")
+    feeds = {
+        "video": video[None].astype(np.float32),
+        "behavior": behavior[None],
+        "pupil_center": pupil[None],
+    }
+    whole = runtime.clip.run(None, feeds)[0][0]
+    with Client(server.target) as client:
+        chunked = client.predict(video, behavior, pupil, model="sensorium")
+    assert _relative(chunked, whole) < 1e-4
