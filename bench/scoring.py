@@ -4,7 +4,9 @@
     python bench/scoring.py --data DIR --tier final_test_bonus
 
 Both sides predict the same trials with the same weights (the default architecture,
-untrained, built for the dataset's mouse) and score them with the project's metrics.
+untrained, built for the dataset's mouse) and compute the same metric groups with the
+project's metrics (the tier and its track); the served side also writes the
+submission parts.
 Target (issue 6): served scoring >= 1.5x the frames per second of eager evaluation.
 """
 
@@ -23,7 +25,7 @@ from serving import ServerProcess
 from tqdm import tqdm
 
 from sensorium_client import Client
-from sensorium_client.scoring.runner import score_session
+from sensorium_client.scoring.runner import group_names, score_session
 from sensorium_client.scoring.tracks import Job
 from sensorium_data import Session, find_sessions
 from sensorium_data.metrics import MouseScorer
@@ -35,15 +37,20 @@ from sensorium_train.model import MouseSpec, SensoriumModel
 def eager(model: SensoriumModel, session: Session, tier: str) -> tuple[float, int]:
     """Seconds and frames to predict and score ``tier`` in-process, PyTorch eager."""
     mouse = model.mouse(session.name)
-    scorer = MouseScorer(session.n_neurons)
+    job = Job("main", tier)
+    scorers: dict[str, MouseScorer] = {}  # the same metric groups as the scoring client
     frames, start = 0, time.perf_counter()
     with torch.no_grad():
         for trial in session.trials(tier):
             inputs = (trial.video_frames(), trial.behavior_frames(), trial.pupil_center_frames())
             predictions = mouse(*(torch.from_numpy(a)[None] for a in inputs))[0].numpy()
-            scorer.add(trial.response_frames(), predictions, trial.clip_id)
+            responses = trial.response_frames()
+            for name in group_names(job, trial):
+                scorers.setdefault(name, MouseScorer(session.n_neurons))
+                scorers[name].add(responses, predictions, trial.clip_id)
             frames += predictions.shape[0]
-    scorer.result()
+    for scorer in scorers.values():
+        scorer.result()
     return time.perf_counter() - start, frames
 
 

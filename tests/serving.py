@@ -87,6 +87,7 @@ def server(repository: Path) -> Iterator[ServerThread]:
         max_step_frames=20,
         idle_timeout_s=30,
         max_message_mb=16,
+        clip_chunk_frames=50,
     )
     running = ServerThread(settings).start()
     yield running
