@@ -40,7 +40,7 @@ FRAME_BUDGET_MS = 1000 / 30
 class ServerProcess:
     """``sensorium-server`` in its own process, on a free port."""
 
-    def __init__(self, repository: Path, log: Path) -> None:
+    def __init__(self, repository: Path, log: Path, *extra: str) -> None:
         exe = shutil.which("sensorium-server", path=str(Path(sys.executable).parent))
         command = [
             exe or "sensorium-server",
@@ -60,6 +60,7 @@ class ServerProcess:
             "1024",
             "--log-level",
             "INFO",
+            *extra,
         ]
         self._log = log.open("w")
         self.process = subprocess.Popen(command, stderr=self._log)
