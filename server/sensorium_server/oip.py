@@ -22,7 +22,7 @@ from sensorium_api.inference import grpc_predict_v2_pb2 as oip
 from sensorium_api.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from sensorium_server import oip_convert as convert
 from sensorium_server.dataplane import DataPlane
-from sensorium_server.errors import NotFoundError
+from sensorium_server.errors import NotFoundError, UnavailableError
 from sensorium_server.observe import UNREACHABLE, Call, observe
 from sensorium_server.sequences import SequenceTable
 from sensorium_server.status import status_of
@@ -80,7 +80,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         async with observe(self._plane.metrics, context, "oip.ModelReady", request.name):
             try:
                 convert.resolve(self._plane.store, request.name, request.version)
-            except NotFoundError:
+            except (NotFoundError, UnavailableError):  # unknown, or still loading
                 return oip.ModelReadyResponse(ready=False)
             return oip.ModelReadyResponse(ready=not self._plane.draining)
         raise RuntimeError(UNREACHABLE)

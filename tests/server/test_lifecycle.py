@@ -62,9 +62,18 @@ def test_health_not_serving_until_warm_and_while_draining(repository: Path, samp
         assert _health(running.target) == "NOT_SERVING"
         with Client(running.target, retries=0) as client, pytest.raises(Exception, match="loading"):
             client.models()
+        import tritonclient.grpc as triton
+
+        oip = triton.InferenceServerClient(running.target)
+        assert oip.is_server_live()
+        assert not oip.is_server_ready()
+        assert not oip.is_model_ready("tiny")
         running.run(running.server.load_models())
         assert _health(running.target) == "SERVING"
         assert _health(running.target, "sensorium.v1.Predictor") == "SERVING"
+        assert oip.is_server_ready()
+        assert oip.is_model_ready("tiny")
+        oip.close()
         draining = asyncio_in_thread(running, grace=5, delay=1.5)
         time.sleep(0.5)
         assert _health(running.target) == "NOT_SERVING"
