@@ -9,9 +9,9 @@ from typing import Any
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sensorium_client.errors import InvalidArgumentError, UnavailableError
+from sensorium_client.health import check
 from sensorium_client.inputs import rows_time_first, video_time_first
 from sensorium_client.messages import ModelInfo
 from sensorium_client.sdk import Client
@@ -179,18 +179,12 @@ def health(args: argparse.Namespace) -> int:
     """Ask the standard health service; with ``--wait`` poll until SERVING."""
     deadline = time.monotonic() + args.wait
     with grpc.insecure_channel(args.server) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=args.service), timeout=2)
-                status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-            except grpc.RpcError as err:
-                status = f"unreachable ({err.code().name})"
-            if status == "SERVING" or time.monotonic() >= deadline:
+        while (status := check(channel, args.service)) != "SERVING":
+            if time.monotonic() >= deadline:
                 break
             time.sleep(0.5)
     _emit(args, {"server": args.server, "status": status}, [f"{args.server}: {status}"])
-    if status != "SERVING" and status.startswith("unreachable"):
+    if status.startswith("unreachable"):
         raise UnavailableError(f"{args.server}: {status}")
     return 0 if status == "SERVING" else 1
 

@@ -173,7 +173,6 @@ class StreamSession:
         )
         self._replies: Iterator[pb.StreamPredictResponse] = self._call
         self.info: StreamInfo = messages.stream_info(self._receive("opened"))
-        self.frames_sent = 0
         self._closed = False
 
     def _receive(self, kind: str) -> pb.StreamPredictResponse:
@@ -200,13 +199,11 @@ class StreamSession:
         arrays = check_arrays(*as_frames(frames, behavior, pupil_center), self._frame_shape)
         self._requests.put(messages.frames_request(arrays, frame_index))
         reply = self._receive("responses")
-        self.frames_sent += arrays[0].shape[0]
         return messages.responses_of(reply.responses)
 
     def reset(self) -> int:
         """Zero the state: the next frame starts a new trial. Returns the trial count."""
         self._requests.put(messages.RESET)
-        self.frames_sent = 0
         return int(self._receive("reset").reset.trial_count)
 
     def close(self) -> None:

@@ -78,7 +78,7 @@ class DataPlane:
             video.shape[0], runtime.neuron_count, response_itemsize, self.message_limit
         )
         chunk = self.settings.clip_chunk_frames
-        if chunk and video.shape[0] > chunk and runtime.chunks is not None:
+        if chunk and video.shape[0] > chunk:
             responses, timing = await self._chunked(loaded, runtime, feeds, chunk)
             return Prediction(loaded, runtime, responses, timing)
         outputs, timing = await self.scheduler.run(runtime.clip, feeds, (loaded.name, "clip"))
@@ -91,15 +91,13 @@ class DataPlane:
         feeds: dict[str, np.ndarray],
         chunk: int,
     ) -> tuple[np.ndarray, Timing]:
-        session = runtime.chunks
-        if session is None:  # checked by the caller; keeps the type narrow
-            raise RuntimeError("no chunk session")
         state = runtime.initial_state()
         parts, queue_s, compute_s = [], 0.0, 0.0
         for start in range(0, feeds["video"].shape[1], chunk):
-            step = {name: array[:, start : start + chunk] for name, array in feeds.items()}
-            step.update({s.input: x for s, x in zip(runtime.state, state, strict=True)})
-            outputs, timing = await self.scheduler.run(session, step, (loaded.name, "clip"))
+            part = {name: array[:, start : start + chunk] for name, array in feeds.items()}
+            outputs, timing = await self.scheduler.run(
+                runtime.chunks, runtime.step_feeds(part, state), (loaded.name, "clip")
+            )
             parts.append(outputs[0][0])
             state = outputs[1:]
             queue_s, compute_s = queue_s + timing.queue_s, compute_s + timing.compute_s
@@ -141,10 +139,10 @@ class DataPlane:
             session.response_dtype.itemsize,
             self.message_limit,
         )
-        for spec, state in zip(session.mouse.state, session.state, strict=True):
-            feeds[spec.input] = state
         outputs, timing = await self.scheduler.run(
-            session.mouse.step, feeds, (session.model.name, "step")
+            session.mouse.step,
+            session.mouse.step_feeds(feeds, session.state),
+            (session.model.name, "step"),
         )
         session.state = outputs[1:]
         first = session.next_frame

@@ -47,10 +47,10 @@ class MouseRuntime:
     neuron_ids: list[int]
     clip: ort.InferenceSession
     step: ort.InferenceSession
+    # The step graph with the clip graph's threads: long clips run through it in chunks.
+    chunks: ort.InferenceSession
     state: list[StateSpec]
     input_defaults: dict[str, list[float]] = field(default_factory=dict)
-    # The step graph with the clip graph's threads: long clips run through it in chunks.
-    chunks: ort.InferenceSession | None = None
 
     @property
     def neuron_count(self) -> int:
@@ -60,6 +60,12 @@ class MouseRuntime:
     def initial_state(self) -> list[np.ndarray]:
         """Zero state of a new trial, batch of 1."""
         return [np.zeros((1, *s.shape), dtype=np.float32) for s in self.state]
+
+    def step_feeds(
+        self, inputs: dict[str, np.ndarray], state: list[np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Feeds of the step graph: the frames' ``inputs`` plus the state tensors."""
+        return {**inputs, **{s.input: x for s, x in zip(self.state, state, strict=True)}}
 
 
 @dataclass
@@ -114,13 +120,12 @@ def check_stream_parity(mouse: MouseRuntime, frame_shape: tuple[int, int]) -> fl
     state = mouse.initial_state()
     stepped = []
     for t in range(PARITY_FRAMES):
-        feeds = {
+        frame = {
             "video": video[:, t : t + 1],
             "behavior": behavior[:, t : t + 1],
             "pupil_center": pupil[:, t : t + 1],
         }
-        feeds.update({s.input: x for s, x in zip(mouse.state, state, strict=True)})
-        out = mouse.step.run(None, feeds)
+        out = mouse.step.run(None, mouse.step_feeds(frame, state))
         stepped.append(out[0])
         state = out[1:]
     error = np.abs(np.concatenate(stepped, axis=1) - clip).max()
@@ -142,9 +147,9 @@ def load_version(path: Path, settings: Settings) -> LoadedModel:
             graphs.neuron_ids,
             _open(graphs.clip, settings, settings.clip_threads),
             _open(graphs.step, settings, settings.intra_op_threads),
+            _open(graphs.step, settings, settings.clip_threads),
             states,
             dict(entry.get("input_defaults", {})),
-            _open(graphs.step, settings, settings.clip_threads),
         )
         error = check_stream_parity(mouse, loaded.frame_shape)
         if not error < PARITY_TOLERANCE:

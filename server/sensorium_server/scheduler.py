@@ -41,11 +41,6 @@ class Scheduler:
         self._pending = 0
         self._observe = observe
 
-    @property
-    def pending(self) -> int:
-        """Inferences waiting or running."""
-        return self._pending
-
     async def run(
         self,
         session: ort.InferenceSession,

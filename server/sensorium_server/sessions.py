@@ -31,11 +31,6 @@ class StreamSession:
         self.next_frame = 0
         self.trial_count += 1
 
-    @property
-    def state_bytes(self) -> int:
-        """Memory held by this session's state."""
-        return sum(s.nbytes for s in self.state)
-
 
 class SessionManager:
     """Open sessions, bounded in number; closing one frees its state."""
