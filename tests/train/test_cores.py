@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sensorium_train.cores import CoreConfig, build_core
 
@@ -43,3 +44,19 @@ def test_causal_and_budgeted() -> None:
 def test_unknown_core() -> None:
     with pytest.raises(ValueError, match="unknown core 'transformer'"):
         build_core(CoreConfig(kind="transformer"))
+
+
+def test_stacked_core_reads_every_block() -> None:
+    torch.manual_seed(2)
+    stacked = build_core(CoreConfig(stack=True)).eval()
+    last = build_core(CoreConfig(stack=False)).eval()
+    last.load_state_dict(stacked.state_dict())
+    assert stacked.out_channels == sum(CoreConfig().channels)
+    assert last.out_channels == CoreConfig().channels[-1]
+    x = torch.randn(1, 3, 12, 36, 64)
+    with torch.no_grad():
+        all_blocks, final = stacked(x), last(x)
+        first_block = stacked.blocks[0](F.elu(stacked.stem_norm(stacked.stem(x))))
+    assert all_blocks.shape[1] == stacked.out_channels
+    assert torch.equal(all_blocks[:, -final.shape[1] :], final)
+    assert torch.equal(all_blocks[:, : first_block.shape[1]], first_block)

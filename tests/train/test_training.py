@@ -44,3 +44,33 @@ def test_quality_report_against_the_ceiling(tiny_checkpoint: Path, tiny_mouse: P
     assert row["fraction_of_ceiling"] == row["mean_over_mice"] / row["ceiling"]
     table = format_report(report)
     assert "| final_test_main | single_trial_correlation |" in table
+
+
+def test_frame_stride_scores_every_nth_frame(tiny_checkpoint: Path) -> None:
+    model, checkpoint = load_checkpoint(tiny_checkpoint)
+    name = checkpoint["mice"][0]["name"]
+    mouse = model.mouse(name).eval()
+    torch.manual_seed(3)
+    video = torch.rand(1, 20, *mouse.head.frame_shape) * 255
+    behavior, pupil = torch.rand(1, 20, 2) * 10, torch.rand(1, 20, 2) * 100
+    neurons = torch.tensor([0, 5, 7])
+    with torch.no_grad():
+        every = mouse(video, behavior, pupil, neurons=neurons)
+        strided = mouse(video, behavior, pupil, neurons=neurons, from_frame=4, frame_stride=3)
+    assert strided.shape == (1, 6, 3)
+    torch.testing.assert_close(strided, every[:, 4::3])
+
+
+def test_older_checkpoints_load_as_they_were_trained(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    checkpoint = torch.load(tiny_checkpoint, weights_only=False)
+    model, _ = load_checkpoint(tiny_checkpoint)
+    assert model.core.stack  # type: ignore[union-attr]
+    del checkpoint["config"]["core"]["stack"]  # written before stacked cores
+    channels = checkpoint["config"]["core"]["channels"][-1]
+    for key, value in list(checkpoint["state_dict"].items()):
+        if key.endswith("readout.features"):
+            checkpoint["state_dict"][key] = value[:, :channels]
+    torch.save(checkpoint, tmp_path / "old.pt")
+    old, _ = load_checkpoint(tmp_path / "old.pt")
+    assert not old.core.stack  # type: ignore[union-attr]
+    assert old.core.out_channels == channels  # type: ignore[union-attr]

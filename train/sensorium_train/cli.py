@@ -33,10 +33,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="channels of the core's blocks, comma-separated (default: %(default)s)",
     )
     parser.add_argument("--stem-channels", type=int, default=defaults.core.stem_channels)
+    parser.add_argument(
+        "--no-stack",
+        action="store_true",
+        help="factorised core: read out the last block only, not every block's output",
+    )
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch", type=int, default=defaults.batch)
     parser.add_argument("--window", type=int, default=defaults.window)
     parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument(
+        "--frame-stride",
+        type=int,
+        default=defaults.frame_stride,
+        help="loss on every n-th frame of a window (the core still sees every frame)",
+    )
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--patience", type=int, default=defaults.patience)
     parser.add_argument("--seed", type=int, default=defaults.seed)
@@ -71,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch=args.batch,
         window=args.window,
         lr=args.lr,
+        frame_stride=args.frame_stride,
         eval_every=args.eval_every,
         patience=args.patience,
         seed=args.seed,
@@ -80,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             kind=args.core,
             stem_channels=args.stem_channels,
             channels=tuple(int(c) for c in args.channels.split(",")),
+            stack=not args.no_stack,
         ),
     )
     checkpoint = train(sessions, config, Path(args.out), progress=not args.no_progress)

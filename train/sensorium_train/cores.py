@@ -28,6 +28,7 @@ class CoreConfig:
     dilations: tuple[int, ...] = (1, 2, 4)
     spatial_dilations: tuple[int, ...] = (1, 2, 3)
     input_channels: int = 3
+    stack: bool = True  # factorised core: the readout sees every block's output
 
 
 class Factorised3dCore(nn.Module):
@@ -38,6 +39,11 @@ class Factorised3dCore(nn.Module):
     temporal receptive field of 29 frames. Spatial dilations 1, 2, 3 on the 3 x 3
     convolutions widen the spatial receptive field to 29 input pixels at no extra
     cost, wide enough for the large receptive fields of mouse V1.
+
+    With ``stack`` the output is every block's output concatenated along channels
+    (as the stacked cores of the Sensorium baselines): the readout then also sees
+    the undilated first block, which keeps fine spatial detail, and has more
+    features per position at no extra cost in the core or its state.
     """
 
     def __init__(self, config: CoreConfig) -> None:
@@ -56,7 +62,8 @@ class Factorised3dCore(nn.Module):
             )
             in_channels = out
         self.blocks = nn.ModuleList(blocks)
-        self.out_channels = in_channels
+        self.stack = config.stack
+        self.out_channels = sum(config.channels) if config.stack else in_channels
 
     def _blocks(self) -> list[FactorisedBlock]:
         return [cast(FactorisedBlock, block) for block in self.blocks]
@@ -69,9 +76,11 @@ class Factorised3dCore(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, T, H, W) -> (B, C, T, H/2, W/2)."""
         x = F.elu(self.stem_norm(self.stem(x)))
+        outputs = []
         for block in self.blocks:
             x = block(x)
-        return x
+            outputs.append(x)
+        return torch.cat(outputs, dim=1) if self.stack else x
 
     def initial_state(self, batch: int, height: int, width: int) -> list[torch.Tensor]:
         """Zero state per temporal layer: (B, C, context, H/2, W/2)."""
@@ -86,11 +95,12 @@ class Factorised3dCore(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """K new frames and the state -> features of those frames and the new state."""
         x = F.elu(self.stem_norm(self.stem(x)))
-        new_state = []
+        outputs, new_state = [], []
         for block, block_state in zip(self._blocks(), state, strict=True):
             x, s = block.step(x, block_state)
+            outputs.append(x)
             new_state.append(s)
-        return x, new_state
+        return (torch.cat(outputs, dim=1) if self.stack else x), new_state
 
 
 class ConvGRUCell(nn.Module):

@@ -122,15 +122,17 @@ class MouseModel(nn.Module):
         pupil_center: torch.Tensor,
         neurons: torch.Tensor | None = None,
         from_frame: int = 0,
+        frame_stride: int = 1,
     ) -> torch.Tensor:
         """Video (B, T, H, W) 0..255, behaviour and pupil centre (B, T, 2) -> (B, T, N).
 
-        Training may restrict the output to ``neurons`` and to frames ``from_frame``
-        onwards (the core still sees every frame).
+        Training may restrict the output to ``neurons`` and to every ``frame_stride``-th
+        frame from ``from_frame`` on (the core still sees every frame).
         """
         x, behavior, pupil = self.head.normalizer(video, behavior, pupil_center)
-        features = self.core(x)[:, :, from_frame:]
-        return self._respond(features, behavior[:, from_frame:], pupil[:, from_frame:], neurons)
+        frames = slice(from_frame, None, frame_stride)
+        features = self.core(x)[:, :, frames]
+        return self._respond(features, behavior[:, frames], pupil[:, frames], neurons)
 
     def step(
         self,

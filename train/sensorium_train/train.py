@@ -39,6 +39,7 @@ class TrainConfig:
     eval_every: int = 200
     patience: int = 5
     neurons_per_step: int = 2048  # readout subset per step (0: all neurons)
+    frame_stride: int = 1  # loss on every n-th frame: neighbours are redundant, the readout costly
     seed: int = 0
     device: str = "cpu"
     time_limit_min: float = 0.0  # 0: no limit
@@ -137,8 +138,10 @@ def train(
         if config.neurons_per_step and config.neurons_per_step < n:
             subset = torch.from_numpy(rng.choice(n, config.neurons_per_step, replace=False))
         skip = config.warmup_frames
-        prediction = mouse(*tensors[:3], neurons=subset, from_frame=skip)
-        target = tensors[3][:, skip:] if subset is None else tensors[3][:, skip:, subset]
+        stride = config.frame_stride
+        prediction = mouse(*tensors[:3], neurons=subset, from_frame=skip, frame_stride=stride)
+        target = tensors[3][:, skip::stride]
+        target = target if subset is None else target[:, :, subset]
         loss = poisson_loss(prediction, target)
         loss = loss + config.readout_l1 * mouse.head.readout.features.abs().mean()
         optimizer.zero_grad()
@@ -204,7 +207,8 @@ def _jsonable(value: Any) -> Any:
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[SensoriumModel, dict[str, Any]]:
     """Rebuild the model of a checkpoint written by :func:`train`."""
     checkpoint = torch.load(path, map_location=device, weights_only=False)
-    core = {"spatial_dilations": [1, 1, 1], **checkpoint["config"]["core"]}  # older checkpoints
+    older = {"spatial_dilations": [1, 1, 1], "stack": False}  # checkpoints from before these
+    core = {**older, **checkpoint["config"]["core"]}
     fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in core.items()}
     core_config = CoreConfig(**fields)
     specs = [MouseSpec(**{**m, "frame_shape": tuple(m["frame_shape"])}) for m in checkpoint["mice"]]
