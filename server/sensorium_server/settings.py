@@ -33,9 +33,10 @@ class Settings:
     workers: int = 2  # inference threads of the scheduler
     intra_op_threads: int = 1  # ONNX Runtime threads per streaming step (small, latency-bound)
     clip_threads: int = 0  # ONNX Runtime threads per whole-clip inference (0: one per core)
-    # Clips longer than this run as chunks of the step graph: a quarter of the peak
-    # memory, about 6% slower (0: always the whole-clip graph).
-    clip_chunk_frames: int = 0
+    # Clips longer than this run as chunks of the step graph (exact): for the default
+    # model, 1.4 instead of 3.7 GB peak per 300-frame clip and no slower (0: always
+    # the whole-clip graph).
+    clip_chunk_frames: int = 100
     max_queue: int = 64  # inferences waiting or running before RESOURCE_EXHAUSTED
     max_sessions: int = 256  # open stream sessions
     max_clip_frames: int = 3000  # frames of one Predict call

@@ -23,7 +23,7 @@ class CoreConfig:
 
     kind: str = "factorised3d"
     stem_channels: int = 16
-    channels: tuple[int, ...] = (24, 24, 32)
+    channels: tuple[int, ...] = (32, 24, 32)
     temporal_kernel: int = 5
     dilations: tuple[int, ...] = (1, 2, 4)
     spatial_dilations: tuple[int, ...] = (1, 2, 3)
