@@ -21,6 +21,12 @@ from sensorium_server.settings import Settings
 T = TypeVar("T")
 
 
+def local_settings(repository: Path, **overrides: Any) -> Settings:
+    """Settings of a test server: localhost, port 0, no metrics port unless overridden."""
+    fields: dict[str, Any] = {"host": "localhost", "port": 0, "metrics_port": -1, **overrides}
+    return Settings(model_repository=repository, **fields)
+
+
 class ServerThread:
     """Runs :func:`create_server` on a private loop so that tests can stay synchronous."""
 
@@ -76,10 +82,8 @@ def repository(tmp_path_factory: pytest.TempPathFactory, tiny_version: Path) -> 
 @pytest.fixture(scope="session")
 def server(repository: Path) -> Iterator[ServerThread]:
     """The shared server: every version of the repository, small limits that tests hit."""
-    settings = Settings(
-        model_repository=repository,
-        host="localhost",
-        port=0,
+    settings = local_settings(
+        repository,
         metrics_port=0,
         versions="all",
         max_sessions=8,
@@ -106,11 +110,8 @@ def sample() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 @pytest.fixture
 def strict_server(repository: Path) -> Iterator[ServerThread]:
     """A server with one worker, a queue of one and a 0.5 s idle timeout."""
-    settings = Settings(
-        model_repository=repository,
-        host="localhost",
-        port=0,
-        metrics_port=-1,
+    settings = local_settings(
+        repository,
         versions="all",
         workers=1,
         max_queue=1,

@@ -56,14 +56,9 @@ class Settings:
         for name in ("workers", "intra_op_threads", "max_queue", "max_sessions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.clip_chunk_frames < 0:
-            raise ValueError(
-                f"clip_chunk_frames must be 0 (never) or more, got {self.clip_chunk_frames}"
-            )
-        if self.clip_threads < 0:
-            raise ValueError(
-                f"clip_threads must be 0 (one per core) or more, got {self.clip_threads}"
-            )
+        for name, zero in (("clip_chunk_frames", "never"), ("clip_threads", "one per core")):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 ({zero}) or more, got {getattr(self, name)}")
         if self.providers not in ("auto", "cpu", "cuda"):
             raise ValueError(f"providers must be auto, cpu or cuda, got {self.providers!r}")
         parse_version_policy(self.versions)

@@ -11,7 +11,7 @@ import pytest
 
 from sensorium_client import Client, UnavailableError
 from sensorium_server.settings import Settings
-from tests.serving import ServerThread
+from tests.serving import ServerThread, local_settings
 
 Trial = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -52,11 +52,8 @@ def test_tls_client_predicts_and_plaintext_is_refused(
     repository: Path, certificate: tuple[Path, Path], sample: Trial
 ) -> None:
     cert, key = certificate
-    settings = Settings(
-        model_repository=repository,
-        host="localhost",
-        port=0,
-        metrics_port=-1,
+    settings = local_settings(
+        repository,
         versions="specific:1",
         tls_cert=str(cert),
         tls_key=str(key),

@@ -24,8 +24,7 @@ from sensorium_client import (
     InvalidArgumentError,
     ResourceExhaustedError,
 )
-from sensorium_server.settings import Settings
-from tests.serving import ServerThread
+from tests.serving import ServerThread, local_settings
 
 Trial = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -50,13 +49,7 @@ def _metrics(server: ServerThread) -> dict[tuple[str, tuple[tuple[str, str], ...
 
 
 def test_health_not_serving_until_warm_and_while_draining(repository: Path, sample: Trial) -> None:
-    settings = Settings(
-        model_repository=repository,
-        host="localhost",
-        port=0,
-        metrics_port=-1,
-        versions="specific:1",
-    )
+    settings = local_settings(repository, versions="specific:1")
     running = ServerThread(settings).start(load=False)
     try:
         assert _health(running.target) == "NOT_SERVING"

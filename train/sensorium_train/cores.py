@@ -68,6 +68,10 @@ class Factorised3dCore(nn.Module):
     def _blocks(self) -> list[FactorisedBlock]:
         return [cast(FactorisedBlock, block) for block in self.blocks]
 
+    def _features(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """The blocks' outputs stacked along channels, or the last block's alone."""
+        return torch.cat(outputs, dim=1) if self.stack else outputs[-1]
+
     @property
     def receptive_field(self) -> int:
         """Frames of input that one output frame depends on."""
@@ -80,7 +84,7 @@ class Factorised3dCore(nn.Module):
         for block in self.blocks:
             x = block(x)
             outputs.append(x)
-        return torch.cat(outputs, dim=1) if self.stack else x
+        return self._features(outputs)
 
     def initial_state(self, batch: int, height: int, width: int) -> list[torch.Tensor]:
         """Zero state per temporal layer: (B, C, context, H/2, W/2)."""
@@ -100,7 +104,7 @@ class Factorised3dCore(nn.Module):
             x, s = block.step(x, block_state)
             outputs.append(x)
             new_state.append(s)
-        return (torch.cat(outputs, dim=1) if self.stack else x), new_state
+        return self._features(outputs), new_state
 
 
 class ConvGRUCell(nn.Module):

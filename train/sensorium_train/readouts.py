@@ -139,7 +139,7 @@ class GaussianReadout(nn.Module):
             mu = mu + torch.randn_like(mu) * torch.exp(log_sigma)
         grid = mu[None, None, :, :] + shift.reshape(b * t, 1, 1, 2)
         sampled = F.grid_sample(frames, grid.clamp(-1.1, 1.1), align_corners=False)
-        sampled = sampled.flatten(2)  # (B*T, C, N); a view, so no copy in backward
+        sampled = sampled.flatten(2)  # (B*T, C, N)
         drive = (sampled * weights.t()[None]).sum(dim=1).reshape(b, t, -1)
         if gain is not None:
             drive = drive * gain
