@@ -33,7 +33,7 @@ synth-default: venv  ## the full-scale synthetic mouse (8,000 neurons, 700 trial
 default-model: venv  ## reproduce models/sensorium from scratch (synthetic mouse, train, export, evaluate; < 60 min)
 	$(BIN)/sensorium-synth --out build/synth --overwrite --no-progress
 	$(BIN)/sensorium-train --data build/synth --out build/default --steps 8000 --batch 4 --lr 6e-3 \
-		--window 90 --frame-stride 2 --eval-every 1000 --time-limit 42 --no-progress
+		--window 90 --frame-stride 2 --eval-every 2000 --time-limit 46 --no-progress
 	rm -rf build/models
 	$(BIN)/sensorium-export --checkpoint build/default/checkpoint.pt --repository build/models \
 		--name sensorium --version 1
