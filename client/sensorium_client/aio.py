@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
@@ -16,6 +18,7 @@ from sensorium_client.connection import Connection
 from sensorium_client.errors import SensoriumError, ServerError, from_rpc_error, from_status
 from sensorium_client.inputs import as_frames, check_arrays
 from sensorium_client.messages import ModelInfo, StreamInfo
+from sensorium_client.recovery import RECOVERY_S, Recovery, backoff, recoverable
 
 
 class AsyncClient:
@@ -115,46 +118,129 @@ class AsyncClient:
         version: int = 0,
         dtype: str = "float32",
         metadata: Sequence[tuple[str, str]] = (),
+        snapshot: pb.StateSnapshot | None = None,
+        recovery_s: float = RECOVERY_S,
     ) -> AsyncStreamSession:
-        """Open a stream session (see :meth:`Client.stream`)."""
+        """Open a stream session (see :meth:`Client.stream`); it recovers the same way."""
+        if snapshot is not None:
+            mouse, model, version = snapshot.mouse, snapshot.model, snapshot.version
         info = await self.model(model, version)
-        call = self._stub.StreamPredict(metadata=self.connection.call_metadata(metadata))
-        session = AsyncStreamSession(call, info.frame_shape)
-        await session._open(
-            messages.open_request(info.name, info.version, info.mouse(mouse).mouse, dtype)
-        )
+        recovery = Recovery(info.name, info.version, info.mouse(mouse).mouse, dtype, recovery_s)
+        session = AsyncStreamSession(self, recovery, info.frame_shape, metadata)
+        first = recovery.open_request() if snapshot is None else recovery.handoff_request(snapshot)
+        try:
+            await session._connect(first)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
         return session
 
 
 class AsyncStreamSession:
-    """One ``StreamPredict`` call driven with ``await``."""
+    """One ``StreamPredict`` call driven with ``await``; recovers like the sync session."""
 
-    def __init__(self, call: Any, frame_shape: tuple[int, int]) -> None:
-        """Wrap an open bidirectional call."""
-        self._call = call
+    def __init__(
+        self,
+        client: AsyncClient,
+        recovery: Recovery,
+        frame_shape: tuple[int, int],
+        metadata: Sequence[tuple[str, str]],
+    ) -> None:
+        """Not connected yet: :meth:`AsyncClient.stream` connects it."""
+        self._client = client
+        self.recovery = recovery
         self._frame_shape = frame_shape
+        self._metadata = client.connection.call_metadata(metadata)
         self._closed = False
-        self.info: StreamInfo | None = None
+        self._call: Any = None
+
+    @property
+    def info(self) -> StreamInfo:
+        """What the server said when it opened (or last reattached) the session."""
+        assert self.recovery.info is not None
+        return self.recovery.info
+
+    async def _connect(self, first: pb.StreamPredictRequest) -> None:
+        """A new call whose first message is ``first``; raw ``grpc.RpcError`` on failure."""
+        if self._call is not None:
+            self._call.cancel()
+        self._call = self._client._stub.StreamPredict(metadata=self._metadata)
+        await self._call.write(first)
+        reply = await self._call.read()
+        if reply is grpc.aio.EOF:
+            await self._raise_status()
+            raise ServerError("the server ended the stream")
+        if reply.WhichOneof("kind") != "opened":
+            raise ServerError(f"expected an 'opened' reply, got {reply.WhichOneof('kind')!r}")
+        self.recovery.opened(reply)
 
     async def _exchange(
         self, request: pb.StreamPredictRequest, kind: str
     ) -> pb.StreamPredictResponse:
         if self._closed:
             raise SensoriumError("this stream session is closed")
+        self.recovery.sending(request)
+        reply: pb.StreamPredictResponse | None = None
         try:
             await self._call.write(request)
-            reply = await self._call.read()
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
-        if reply is grpc.aio.EOF:
-            await self._raise_status()
-            raise ServerError("the server ended the stream")
-        if reply.WhichOneof("kind") != kind:
-            raise ServerError(f"expected a {kind!r} reply, got {reply.WhichOneof('kind')!r}")
+        except grpc.RpcError as err:  # a broken call fails the write or the read
+            reply = await self._recover(self.recovery.resume_request(), request, err)
+        except asyncio.InvalidStateError:  # the call ended (a drain) before the write
+            pass
+        while reply is None:
+            try:
+                reply = await self._call.read()
+            except grpc.RpcError as err:
+                reply = await self._recover(self.recovery.resume_request(), request, err)
+                continue
+            if reply is grpc.aio.EOF:
+                code = await self._call.code()
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    ended = ServerError(await self._call.details())
+                    reply = await self._recover(self.recovery.resume_request(), request, ended)
+                    continue
+                await self._raise_status()
+                raise ServerError("the server ended the stream")
+            if reply.WhichOneof("kind") == "draining":
+                self.recovery.handoffs += 1
+                handoff = self.recovery.handoff_request(reply.draining.snapshot)
+                reply = await self._recover(handoff, request, None)
+        got = reply.WhichOneof("kind")
+        if got != kind:
+            raise ServerError(f"expected a {kind!r} reply, got {got!r}")
+        self.recovery.answered(request, reply)
         return reply
 
-    async def _open(self, request: pb.StreamPredictRequest) -> None:
-        self.info = messages.stream_info(await self._exchange(request, "opened"))
+    async def _recover(
+        self,
+        first: pb.StreamPredictRequest,
+        pending: pb.StreamPredictRequest,
+        error: BaseException | None,
+    ) -> pb.StreamPredictResponse | None:
+        """As :meth:`StreamSession._recover`, awaited."""
+        if isinstance(error, grpc.RpcError) and not recoverable(error):
+            raise from_rpc_error(error) from None
+        deadline = self.recovery.deadline()
+        if first.open.resume_session_id:
+            self.recovery.resumes += 1
+        attempt = 0
+        while True:
+            try:
+                await self._connect(first)
+                break
+            except grpc.RpcError as err:
+                if not recoverable(err):
+                    raise from_rpc_error(err) from None
+                if time.monotonic() > deadline:
+                    raise self.recovery.lost(err) from None
+            await asyncio.sleep(backoff(attempt))
+            attempt += 1
+        done = self.recovery.again(pending)
+        if done is None:
+            try:
+                await self._call.write(pending)
+            except grpc.RpcError as err:
+                return await self._recover(self.recovery.resume_request(), pending, err)
+        return done
 
     async def step(
         self,
@@ -165,12 +251,16 @@ class AsyncStreamSession:
     ) -> np.ndarray:
         """Responses (k, N) to the next k frames."""
         arrays = check_arrays(*as_frames(frames, behavior, pupil_center), self._frame_shape)
-        reply = await self._exchange(messages.frames_request(arrays, frame_index), "responses")
+        reply = await self._exchange(self.recovery.frames(arrays, frame_index), "responses")
         return messages.responses_of(reply.responses)
 
     async def reset(self) -> int:
         """Zero the state; returns the trial count."""
         return int((await self._exchange(messages.RESET, "reset")).reset.trial_count)
+
+    async def snapshot(self) -> pb.StateSnapshot:
+        """The session's state now (see :meth:`StreamSession.snapshot`)."""
+        return (await self._exchange(messages.SNAPSHOT, "snapshot")).snapshot
 
     async def close(self) -> None:
         """Half-close and wait for the server to end the stream."""
@@ -182,7 +272,11 @@ class AsyncStreamSession:
             while await self._call.read() is not grpc.aio.EOF:
                 pass
         except grpc.RpcError as err:
+            if err.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE):
+                return
             raise from_rpc_error(err) from None
+        except asyncio.InvalidStateError:  # the call had already ended
+            return
         await self._raise_status()
 
     async def _raise_status(self) -> None:
@@ -192,7 +286,7 @@ class AsyncStreamSession:
             raise from_status(code, await self._call.details())
 
     def cancel(self) -> None:
-        """Abandon the stream at once."""
+        """Abandon the stream at once (the server keeps the session for its resume window)."""
         self._closed = True
         self._call.cancel()
 

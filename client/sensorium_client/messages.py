@@ -125,14 +125,22 @@ def predict_request(
 
 
 def open_request(
-    model: str, version: int, mouse: str, dtype: str | np.dtype
+    model: str,
+    version: int,
+    mouse: str,
+    dtype: str | np.dtype,
+    resume_session_id: str = "",
+    snapshot: pb.StateSnapshot | None = None,
 ) -> pb.StreamPredictRequest:
-    """The first message of a stream."""
-    return pb.StreamPredictRequest(
-        open=pb.StreamOpen(
-            model=model, version=version, mouse=mouse, response_dtype=response_code(dtype)
-        )
+    """The first message of a stream: a new session, a resumed one, or from a snapshot."""
+    message = pb.StreamOpen(
+        model=model, version=version, mouse=mouse, response_dtype=response_code(dtype)
     )
+    if resume_session_id:
+        message.resume_session_id = resume_session_id
+    elif snapshot is not None:
+        message.snapshot.CopyFrom(snapshot)
+    return pb.StreamPredictRequest(open=message)
 
 
 def frames_request(
@@ -149,6 +157,7 @@ def frames_request(
 
 
 RESET = pb.StreamPredictRequest(reset=pb.StreamReset())
+SNAPSHOT = pb.StreamPredictRequest(snapshot=pb.StreamSnapshotRequest())
 
 
 def responses_of(message: pb.PredictResponse | pb.StreamResponses) -> np.ndarray:
@@ -167,6 +176,18 @@ class StreamInfo:
     neuron_count: int
     burn_in_frames: int
     max_frames_per_step: int
+    next_frame: int = 0
+    trial_count: int = 1
+    origin: str = "new"  # "new", "resumed" or "snapshot"
+    resume_window_s: float = 0.0
+    replica_id: str = ""
+
+
+ORIGINS = {
+    pb.STREAM_ORIGIN_NEW: "new",
+    pb.STREAM_ORIGIN_RESUMED: "resumed",
+    pb.STREAM_ORIGIN_SNAPSHOT: "snapshot",
+}
 
 
 def stream_info(message: pb.StreamPredictResponse) -> StreamInfo:
@@ -180,4 +201,9 @@ def stream_info(message: pb.StreamPredictResponse) -> StreamInfo:
         o.neuron_count,
         o.burn_in_frames,
         o.max_frames_per_step,
+        o.next_frame,
+        o.trial_count,
+        ORIGINS.get(o.origin, "new"),
+        o.resume_window_s,
+        o.replica_id,
     )

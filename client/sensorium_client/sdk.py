@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Any
@@ -17,6 +18,7 @@ from sensorium_client.connection import Connection
 from sensorium_client.errors import SensoriumError, ServerError, from_rpc_error
 from sensorium_client.inputs import as_frames, check_arrays
 from sensorium_client.messages import ModelInfo, StreamInfo
+from sensorium_client.recovery import RECOVERY_S, Recovery, backoff, recoverable
 
 _CLOSE = object()
 
@@ -137,19 +139,34 @@ class Client:
         version: int = 0,
         dtype: str = "float32",
         metadata: Sequence[tuple[str, str]] = (),
+        snapshot: pb.StateSnapshot | None = None,
+        recovery_s: float = RECOVERY_S,
     ) -> StreamSession:
-        """Open a stream session for frame-by-frame prediction (a closed-loop rig)."""
-        return StreamSession(self, mouse, model, version, dtype, metadata)
+        """Open a stream session for frame-by-frame prediction (a closed-loop rig).
+
+        ``snapshot`` (from :meth:`StreamSession.snapshot`) continues that state;
+        ``recovery_s`` bounds how long a broken stream tries to reattach or move.
+        """
+        if snapshot is not None:
+            mouse, model, version = snapshot.mouse, snapshot.model, snapshot.version
+        session = StreamSession(self, mouse, model, version, dtype, metadata, recovery_s, snapshot)
+        return session
 
 
 class StreamSession:
-    """One ``StreamPredict`` call: the server keeps the model's state between steps.
+    """One stream session: the server keeps the model's state between steps.
 
     Example::
 
         with client.stream() as session:
             for frame, behavior, pupil in rig:
                 responses = session.step(frame, behavior, pupil)  # (1, N)
+
+    The session survives its connection: when the connection breaks it reattaches
+    to its session on the same server, and when the server drains it continues the
+    state it was handed on another replica of the target; ``step()`` simply goes on
+    (``recovery`` counts and lists what happened). Only when neither works within
+    ``recovery_s`` does a step raise :class:`~sensorium_client.recovery.StreamLostError`.
     """
 
     def __init__(
@@ -160,31 +177,117 @@ class StreamSession:
         version: int,
         dtype: str,
         metadata: Sequence[tuple[str, str]],
+        recovery_s: float = RECOVERY_S,
+        snapshot: pb.StateSnapshot | None = None,
     ) -> None:
-        """Open the stream and wait for the server's ``opened`` reply."""
+        """Open the stream (from ``snapshot`` if given) and wait for ``opened``."""
         info = client.model(model, version)
+        self._client = client
         self._frame_shape = info.frame_shape
-        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._requests.put(
-            messages.open_request(info.name, info.version, info.mouse(mouse).mouse, dtype)
+        self._metadata = client.connection.call_metadata(metadata)
+        self.recovery = Recovery(
+            info.name, info.version, info.mouse(mouse).mouse, dtype, recovery_s
         )
-        self._call = client._stub.StreamPredict(
-            iter(self._requests.get, _CLOSE), metadata=client.connection.call_metadata(metadata)
-        )
-        self._replies: Iterator[pb.StreamPredictResponse] = self._call
-        self.info: StreamInfo = messages.stream_info(self._receive("opened"))
         self._closed = False
-
-    def _receive(self, kind: str) -> pb.StreamPredictResponse:
+        first = self.recovery.open_request()
+        if snapshot is not None:
+            first = self.recovery.handoff_request(snapshot)
+        self._connect(first)
         try:
-            reply = next(self._replies)
+            self._opened(self._next())
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
         except StopIteration:
             raise ServerError("the server ended the stream") from None
-        if reply.WhichOneof("kind") != kind:
-            raise ServerError(f"expected a {kind!r} reply, got {reply.WhichOneof('kind')!r}")
-        return reply
+
+    @property
+    def info(self) -> StreamInfo:
+        """What the server said when it opened (or last reattached) the session."""
+        assert self.recovery.info is not None
+        return self.recovery.info
+
+    def _connect(self, first: pb.StreamPredictRequest) -> None:
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._requests.put(first)
+        self._call = self._client._stub.StreamPredict(
+            iter(self._requests.get, _CLOSE), metadata=self._metadata
+        )
+        self._replies: Iterator[pb.StreamPredictResponse] = self._call
+
+    def _next(self) -> pb.StreamPredictResponse:
+        """The next reply; raw ``grpc.RpcError`` or StopIteration when the call ended."""
+        return next(self._replies)
+
+    def _opened(self, reply: pb.StreamPredictResponse) -> None:
+        if reply.WhichOneof("kind") != "opened":
+            raise ServerError(f"expected an 'opened' reply, got {reply.WhichOneof('kind')!r}")
+        self.recovery.opened(reply)
+
+    def _exchange(self, request: pb.StreamPredictRequest, kind: str) -> pb.StreamPredictResponse:
+        if self._closed:
+            raise SensoriumError("this stream session is closed")
+        self.recovery.sending(request)
+        self._requests.put(request)
+        while True:
+            reply: pb.StreamPredictResponse | None
+            try:
+                reply = self._next()
+            except grpc.RpcError as err:
+                if not recoverable(err):
+                    raise from_rpc_error(err) from None
+                reply = self._recover(self.recovery.resume_request(), request, err)
+            except StopIteration:
+                raise ServerError("the server ended the stream") from None
+            if reply is None:
+                continue
+            got = reply.WhichOneof("kind")
+            if got == "draining":
+                self.recovery.handoffs += 1
+                handoff = self.recovery.handoff_request(reply.draining.snapshot)
+                reply = self._recover(handoff, request, None)
+                if reply is None:
+                    continue
+                got = reply.WhichOneof("kind")
+            if got != kind:
+                raise ServerError(f"expected a {kind!r} reply, got {got!r}")
+            self.recovery.answered(request, reply)
+            return reply
+
+    def _recover(
+        self,
+        first: pb.StreamPredictRequest,
+        pending: pb.StreamPredictRequest,
+        error: grpc.RpcError | None,
+    ) -> pb.StreamPredictResponse | None:
+        """Open ``first`` (a resume or a handoff) until it takes; then the pending request.
+
+        Returns the pending request's reply when the server already answered it (a
+        reset), else None after sending it again.
+        """
+        deadline = self.recovery.deadline()
+        if first.open.resume_session_id:
+            self.recovery.resumes += 1
+        attempt = 0
+        while True:
+            self._requests.put(_CLOSE)  # ends the old call's request iterator
+            self._connect(first)
+            try:
+                self._opened(self._next())
+                break
+            except grpc.RpcError as err:
+                if not recoverable(err) or time.monotonic() > deadline:
+                    if recoverable(err):
+                        raise self.recovery.lost(err) from None
+                    raise from_rpc_error(err) from None
+                error = err
+            except StopIteration:
+                raise self.recovery.lost(error) from None
+            time.sleep(backoff(attempt))
+            attempt += 1
+        done = self.recovery.again(pending)
+        if done is None:
+            self._requests.put(pending)
+        return done
 
     def step(
         self,
@@ -193,18 +296,22 @@ class StreamSession:
         pupil_center: np.ndarray,
         frame_index: int | None = None,
     ) -> np.ndarray:
-        """Responses (k, N) to the next k frames (k, H, W), or one frame (H, W) with (2,) rows."""
-        if self._closed:
-            raise SensoriumError("this stream session is closed")
+        """Responses (k, N) to the next k frames (k, H, W), or one frame (H, W) with (2,) rows.
+
+        ``frame_index`` (the index within the trial of the first frame) is filled in
+        when not given; the server checks it.
+        """
         arrays = check_arrays(*as_frames(frames, behavior, pupil_center), self._frame_shape)
-        self._requests.put(messages.frames_request(arrays, frame_index))
-        reply = self._receive("responses")
+        reply = self._exchange(self.recovery.frames(arrays, frame_index), "responses")
         return messages.responses_of(reply.responses)
 
     def reset(self) -> int:
         """Zero the state: the next frame starts a new trial. Returns the trial count."""
-        self._requests.put(messages.RESET)
-        return int(self._receive("reset").reset.trial_count)
+        return int(self._exchange(messages.RESET, "reset").reset.trial_count)
+
+    def snapshot(self) -> pb.StateSnapshot:
+        """The session's state now: open a stream from it with ``client.stream(snapshot=...)``."""
+        return self._exchange(messages.SNAPSHOT, "snapshot").snapshot
 
     def close(self) -> None:
         """Half-close the stream; the server frees the session."""
@@ -216,12 +323,13 @@ class StreamSession:
             for _ in self._replies:
                 pass
         except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.CANCELLED:
+            if err.code() not in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE):
                 raise from_rpc_error(err) from None
 
     def cancel(self) -> None:
-        """Abandon the stream at once (the server frees the session)."""
+        """Abandon the stream at once (the server keeps the session for its resume window)."""
         self._closed = True
+        self._requests.put(_CLOSE)
         self._call.cancel()
 
     def __enter__(self) -> StreamSession:

@@ -8,6 +8,7 @@ import numpy as np
 
 from sensorium_api.tensors import TensorError, from_tensor, to_tensor
 from sensorium_api.v1 import predictor_pb2 as pb
+from sensorium_server.dataplane import Snapshot
 from sensorium_server.errors import InvalidInputError
 from sensorium_server.runtime import LoadedModel
 from sensorium_server.scheduler import Timing
@@ -93,3 +94,40 @@ def responses_tensor(responses: np.ndarray, dtype: np.dtype) -> pb.Tensor:
 def timing_message(timing: Timing) -> pb.Timing:
     """Queue and compute time in milliseconds."""
     return pb.Timing(queue_ms=timing.queue_s * 1e3, compute_ms=timing.compute_s * 1e3)
+
+
+def snapshot_message(snapshot: Snapshot) -> pb.StateSnapshot:
+    """A session's state as a ``StateSnapshot`` message."""
+    return pb.StateSnapshot(
+        model=snapshot.model,
+        version=snapshot.version,
+        mouse=snapshot.mouse,
+        manifest_sha256=snapshot.manifest_sha256,
+        next_frame=snapshot.next_frame,
+        trial_count=snapshot.trial_count,
+        state=[pb.NamedTensor(name=k, tensor=to_tensor(v)) for k, v in snapshot.state.items()],
+        session_id=snapshot.session_id,
+    )
+
+
+def snapshot_of(message: pb.StateSnapshot) -> Snapshot:
+    """A ``StateSnapshot`` message as a :class:`Snapshot` (tensors checked for decoding only)."""
+    state = {}
+    for item in message.state:
+        name = f"snapshot.state[{item.name[:40]!r}]"
+        if item.name in state:
+            raise InvalidInputError(f"{name}: given twice")
+        try:
+            state[item.name] = from_tensor(item.tensor, name)
+        except TensorError as err:
+            raise InvalidInputError(str(err)) from None
+    return Snapshot(
+        message.model,
+        message.version,
+        message.mouse,
+        message.manifest_sha256,
+        message.next_frame,
+        message.trial_count,
+        state,
+        message.session_id,
+    )

@@ -10,12 +10,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sensorium_server.errors import FailedPreconditionError
+from sensorium_server.errors import (
+    FailedPreconditionError,
+    InvalidInputError,
+    NotFoundError,
+    UnavailableError,
+)
 from sensorium_server.inputs import check_inputs, check_response_size
 from sensorium_server.metrics import Metrics
 from sensorium_server.runtime import LoadedModel, ModelStore, MouseRuntime
 from sensorium_server.scheduler import Scheduler, Timing
-from sensorium_server.sessions import SessionManager, StreamSession
+from sensorium_server.sessions import (
+    Attachment,
+    Replayable,
+    SessionManager,
+    StreamSession,
+    digest,
+)
 from sensorium_server.settings import Settings
 
 
@@ -28,6 +39,21 @@ class Prediction:
     responses: np.ndarray
     timing: Timing
     first_frame: int = 0
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A stream session's state, enough to continue it on a replica with the same graphs."""
+
+    model: str
+    version: int
+    mouse: str
+    manifest_sha256: str
+    next_frame: int
+    trial_count: int
+    state: dict[str, np.ndarray]
+    session_id: str = ""
 
 
 class DataPlane:
@@ -38,9 +64,19 @@ class DataPlane:
         self.settings = settings
         self.store = store
         self.metrics = metrics
-        self.scheduler = Scheduler(settings.workers, settings.max_queue, metrics.observe_inference)
-        self.sessions = SessionManager(settings.max_sessions)
+        self.scheduler = Scheduler(
+            settings.workers, settings.max_queue, metrics.observe_inference, settings.clip_workers
+        )
+        self.sessions = SessionManager(
+            settings.max_sessions,
+            settings.idle_timeout_s,
+            self._count_sessions,
+            metrics.stream_events.labels("expired").inc,
+        )
         self.draining = False
+
+    def _count_sessions(self, model: str) -> None:
+        self.metrics.sessions.labels(model).set(self.sessions.by_model(model))
 
     @property
     def message_limit(self) -> int:
@@ -104,13 +140,72 @@ class DataPlane:
         return np.concatenate(parts), Timing(queue_s, compute_s)
 
     def open_stream(
-        self, model: str, version: int, mouse: str, response_dtype: np.dtype
+        self,
+        model: str,
+        version: int,
+        mouse: str,
+        response_dtype: np.dtype,
+        owner: Attachment,
+        snapshot: Snapshot | None = None,
     ) -> StreamSession:
-        """A new stream session with zero state."""
-        loaded, runtime = self.resolve(model, version, mouse)
-        session = self.sessions.open(loaded, runtime, response_dtype)
-        self.metrics.sessions.labels(loaded.name).set(self.sessions.by_model(loaded.name))
+        """A new stream session held by ``owner``: zero state, or continuing ``snapshot``.
+
+        Raises:
+            UnavailableError: while draining (open it on another replica).
+            FailedPreconditionError: a snapshot of another model version or mouse.
+            InvalidInputError: a snapshot whose state does not fit the step graph.
+        """
+        if self.draining:
+            raise UnavailableError("this replica is draining; open the stream on another one")
+        state = None
+        if snapshot is None:
+            loaded, runtime = self.resolve(model, version, mouse)
+        else:
+            loaded, runtime = self._snapshot_target(model, version, mouse, snapshot)
+            state = _snapshot_state(snapshot, loaded, runtime)
+        session = self.sessions.open(loaded, runtime, response_dtype, owner, state)
+        if snapshot is not None:
+            session.next_frame, session.trial_count = snapshot.next_frame, snapshot.trial_count
+            self.metrics.stream_events.labels("snapshot_opened").inc()
         return session
+
+    def _snapshot_target(
+        self, model: str, version: int, mouse: str, snapshot: Snapshot
+    ) -> tuple[LoadedModel, MouseRuntime]:
+        model = _match(model, snapshot.model, "model")
+        mouse = _match(mouse, snapshot.mouse, "mouse")
+        if version and version != snapshot.version:
+            raise FailedPreconditionError(
+                f"snapshot: taken on version {snapshot.version}, the stream asks for {version}"
+            )
+        try:
+            return self.resolve(model, snapshot.version, mouse)
+        except NotFoundError as err:
+            raise FailedPreconditionError(f"snapshot: {err}") from None
+
+    async def resume_stream(self, session_id: str, owner: Attachment) -> StreamSession:
+        """Reattach ``owner`` to an open session (its previous call, if any, is told to end)."""
+        session = self.sessions.find(session_id)
+        async with session.lock:  # a step of the previous call finishes first
+            if session.id != self.sessions.find(session_id).id:
+                raise FailedPreconditionError("the session closed while resuming")
+            self.sessions.attach(session, owner)
+        self.metrics.stream_events.labels("resumed").inc()
+        return session
+
+    def snapshot(self, session: StreamSession) -> Snapshot:
+        """The session's state now (call it holding ``session.lock`` or between steps)."""
+        names = [spec.input for spec in session.mouse.state]
+        return Snapshot(
+            session.model.name,
+            session.model.version.version,
+            session.mouse.mouse,
+            session.model.version.manifest_sha256,
+            session.next_frame,
+            session.trial_count,
+            dict(zip(names, session.state, strict=True)),
+            session.id,
+        )
 
     async def step(
         self,
@@ -120,12 +215,44 @@ class DataPlane:
         pupil_center: np.ndarray,
         frame_index: int | None = None,
     ) -> Prediction:
-        """Run the step graph on the next frames of a stream and keep the new state."""
-        if frame_index is not None and frame_index != session.next_frame:
-            raise FailedPreconditionError(
-                f"frame_index: got {frame_index}, expected {session.next_frame} (the next "
-                "frame of this trial; send reset to start a new trial)"
-            )
+        """Run the step graph on the next frames of a stream and keep the new state.
+
+        Frames sent again with the same ``frame_index`` and the same inputs (a client
+        that lost replies in a broken connection) get their kept reply back; the state
+        does not step twice.
+        """
+        async with session.lock:
+            value = None
+            if frame_index is not None:
+                value = digest(video, behavior, pupil_center)
+                if frame_index < session.next_frame:
+                    kept = session.replay(frame_index, value)
+                    if kept is not None:
+                        self.metrics.stream_events.labels("replayed").inc()
+                        return Prediction(
+                            session.model,
+                            session.mouse,
+                            kept.responses,
+                            kept.timing,
+                            kept.first_frame,
+                            replayed=True,
+                        )
+                if frame_index != session.next_frame:
+                    raise FailedPreconditionError(
+                        f"frame_index: got {frame_index}, expected {session.next_frame} (the "
+                        "next frame of this trial; frames answered before are replayed only "
+                        "with the same inputs; send reset to start a new trial)"
+                    )
+            return await self._step(session, video, behavior, pupil_center, value)
+
+    async def _step(
+        self,
+        session: StreamSession,
+        video: np.ndarray,
+        behavior: np.ndarray,
+        pupil_center: np.ndarray,
+        value: int | None,
+    ) -> Prediction:
         feeds = check_inputs(
             video,
             behavior,
@@ -144,13 +271,60 @@ class DataPlane:
             session.mouse.step_feeds(feeds, session.state),
             (session.model.name, "step"),
         )
+        if not session.state:  # closed while the step ran
+            raise FailedPreconditionError("the stream session was closed")
         session.state = outputs[1:]
         first = session.next_frame
         session.next_frame += int(video.shape[0])
-        return Prediction(session.model, session.mouse, outputs[0][0], timing, first)
+        responses = outputs[0][0]
+        if value is not None:
+            session.replies.append(Replayable(session.trial_count, first, value, responses, timing))
+        return Prediction(session.model, session.mouse, responses, timing, first)
 
     def close_stream(self, session: StreamSession) -> None:
         """End a session and free its state."""
         self.sessions.close(session)
-        name = session.model.name
-        self.metrics.sessions.labels(name).set(self.sessions.by_model(name))
+
+
+def _match(asked: str, snapshot: str, field: str) -> str:
+    if asked and asked != snapshot:
+        raise FailedPreconditionError(
+            f"snapshot: its {field} is {snapshot[:80]!r}, the stream asks for {asked[:80]!r}"
+        )
+    return snapshot
+
+
+def _snapshot_state(
+    snapshot: Snapshot, loaded: LoadedModel, runtime: MouseRuntime
+) -> list[np.ndarray]:
+    """The snapshot's state tensors in step-graph order, checked against this replica."""
+    served = loaded.version.manifest_sha256
+    if loaded.version.version != snapshot.version or served != snapshot.manifest_sha256:
+        raise FailedPreconditionError(
+            f"snapshot: taken on {snapshot.model} version {snapshot.version} (manifest "
+            f"{snapshot.manifest_sha256[:12]}), this replica serves version "
+            f"{loaded.version.version} (manifest {served[:12]}): state only continues on "
+            "the same graphs"
+        )
+    if snapshot.next_frame < 0 or snapshot.trial_count < 1:
+        raise InvalidInputError(
+            f"snapshot: next_frame {snapshot.next_frame} and trial_count "
+            f"{snapshot.trial_count}, expected >= 0 and >= 1"
+        )
+    expected = {spec.input: (1, *spec.shape) for spec in runtime.state}
+    if set(snapshot.state) != set(expected):
+        raise InvalidInputError(
+            f"snapshot: state tensors {sorted(snapshot.state)[:8]}, expected {sorted(expected)}"
+        )
+    state = []
+    for name, shape in expected.items():
+        array = snapshot.state[name]
+        if array.dtype != np.float32 or tuple(array.shape) != shape:
+            raise InvalidInputError(
+                f"snapshot: state {name} is {array.dtype} {tuple(array.shape)}, "
+                f"expected float32 {shape}"
+            )
+        if not np.isfinite(array).all():
+            raise InvalidInputError(f"snapshot: state {name} holds NaN or infinite values")
+        state.append(np.array(array))  # writable, owned: the wire buffer may be freed
+    return state

@@ -90,6 +90,14 @@ class Metrics:
         self.sessions = Gauge(
             "sensorium_active_sessions", "Open stream sessions", ["model"], registry=r
         )
+        self.stream_events = Counter(
+            "sensorium_stream_events",
+            "Stream session events: resumed, replayed (frames answered again), "
+            "detached (connection broke), expired, handed_off (drain), snapshot_opened, "
+            "write_timeout (replies unread)",
+            ["event"],
+            registry=r,
+        )
         self.models = Gauge(
             "sensorium_model_loaded",
             "1 for each served model version",

@@ -1,9 +1,11 @@
 """The one path from servicers to ONNX Runtime.
 
-Every inference (unary clip or stream step) goes through :class:`Scheduler`: it
-bounds the work waiting or running, runs graphs on a fixed pool of threads
-(ONNX Runtime releases the GIL, so the event loop keeps serving), and measures
-queue and compute time. Batching across concurrent streams belongs here too.
+Every inference goes through :class:`Scheduler`. It has two lanes, each a bounded
+queue in front of its own pool of threads (ONNX Runtime releases the GIL, so the
+event loop keeps serving while graphs run): stream steps run on the ``step`` lane,
+whole clips and clip chunks on the ``clip`` lane. A stream step therefore never
+waits behind clip work for a thread, and clip concurrency is capped by the clip
+lane's size. Each lane measures queue and compute time.
 """
 
 from __future__ import annotations
@@ -31,15 +33,49 @@ class Timing:
 Observer = Callable[[str, str, Timing], None]
 
 
-class Scheduler:
-    """Bounded queue plus a worker pool in front of ONNX Runtime sessions."""
+class Lane:
+    """A pool of threads and the count of inferences waiting for or running on it."""
 
-    def __init__(self, workers: int, max_queue: int, observe: Observer | None = None) -> None:
-        """``observe(model, graph, timing)`` is called after every inference."""
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="inference")
-        self._max_queue = max_queue
-        self._pending = 0
+    def __init__(self, name: str, workers: int, max_queue: int) -> None:
+        """``workers`` threads; at most ``max_queue`` inferences waiting or running."""
+        self.name = name
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix=f"inference-{name}")
+        self.max_queue = max_queue
+        self.pending = 0
+
+    def admit(self) -> None:
+        """Count one more inference, or refuse it when the lane is full."""
+        if self.pending >= self.max_queue:
+            raise LimitExceededError(
+                f"inference queue full ({self.max_queue} {self.name} requests waiting or "
+                "running); retry later or add replicas"
+            )
+        self.pending += 1
+
+
+class Scheduler:
+    """Two lanes (stream steps, clips) in front of ONNX Runtime sessions."""
+
+    def __init__(
+        self,
+        workers: int,
+        max_queue: int,
+        observe: Observer | None = None,
+        clip_workers: int = 1,
+    ) -> None:
+        """``workers`` step threads, ``clip_workers`` clip threads, a queue limit per lane.
+
+        ``observe(model, graph, timing)`` is called after every inference.
+        """
+        self._lanes = {
+            "step": Lane("step", workers, max_queue),
+            "clip": Lane("clip", clip_workers, max_queue),
+        }
         self._observe = observe
+
+    def pending(self, lane: str) -> int:
+        """Inferences waiting or running on ``lane``."""
+        return self._lanes[lane].pending
 
     async def run(
         self,
@@ -49,15 +85,14 @@ class Scheduler:
     ) -> tuple[list[np.ndarray], Timing]:
         """Run ``session`` on ``feeds``; ``labels`` (model, graph) name it in metrics.
 
+        The graph label picks the lane: ``step`` runs on the step lane, anything else
+        (``clip``) on the clip lane.
+
         Raises:
-            LimitExceededError: when ``max_queue`` inferences are already waiting or running.
+            LimitExceededError: when that lane's queue is full.
         """
-        if self._pending >= self._max_queue:
-            raise LimitExceededError(
-                f"inference queue full ({self._max_queue} requests waiting or running); "
-                "retry later or add replicas"
-            )
-        self._pending += 1
+        lane = self._lanes["step" if labels[1] == "step" else "clip"]
+        lane.admit()
         submitted = time.perf_counter()
 
         def work() -> tuple[list[np.ndarray], float, float]:
@@ -67,10 +102,10 @@ class Scheduler:
 
         try:
             outputs, started, done = await asyncio.get_running_loop().run_in_executor(
-                self._executor, work
+                lane.executor, work
             )
         finally:
-            self._pending -= 1
+            lane.pending -= 1
         timing = Timing(started - submitted, done - started)
         if self._observe is not None:
             self._observe(*labels, timing)
@@ -78,4 +113,5 @@ class Scheduler:
 
     def close(self) -> None:
         """Stop the workers after the work they hold."""
-        self._executor.shutdown(wait=True)
+        for lane in self._lanes.values():
+            lane.executor.shutdown(wait=True)

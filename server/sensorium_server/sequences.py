@@ -15,7 +15,7 @@ import numpy as np
 
 from sensorium_server.dataplane import DataPlane
 from sensorium_server.errors import FailedPreconditionError
-from sensorium_server.sessions import StreamSession
+from sensorium_server.sessions import Attachment, StreamSession
 
 
 @dataclass
@@ -45,7 +45,9 @@ class SequenceTable:
         """The sequence to step: a new one on ``start``, else the open one."""
         if start:
             self.end(key)
-            session = self._plane.open_stream(model, version, mouse, np.dtype("float32"))
+            session = self._plane.open_stream(
+                model, version, mouse, np.dtype("float32"), Attachment()
+            )
             self._open[key] = Sequence(session)
         elif key not in self._open:
             raise FailedPreconditionError(

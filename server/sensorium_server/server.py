@@ -18,11 +18,13 @@ from sensorium_api.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from sensorium_api.v1 import predictor_pb2 as pb
 from sensorium_api.v1 import predictor_pb2_grpc as pb_grpc
 from sensorium_server.dataplane import DataPlane
+from sensorium_server.health import HealthServicer
 from sensorium_server.metrics import Metrics
 from sensorium_server.oip import InferenceServicer
 from sensorium_server.runtime import ModelStore
 from sensorium_server.servicer import PredictorServicer
 from sensorium_server.settings import Settings
+from sensorium_server.streams import DRAINING
 
 logger = logging.getLogger(__name__)
 PREDICTOR = pb.DESCRIPTOR.services_by_name["Predictor"].full_name
@@ -55,12 +57,11 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.max_send_message_length", size),
     ]
     if settings.max_connection_age_s > 0:
-        # Recycled connections let clients rebalance across replicas; open streams
-        # get the drain grace to finish.
-        options += [
-            ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
-            ("grpc.max_connection_age_grace_ms", int(settings.drain_grace_s * 1000)),
-        ]
+        # Recycled connections let clients rebalance across replicas: GOAWAY moves new
+        # calls to a new connection, and with no age grace (gRPC's default: infinite)
+        # open streams run on; a rig's stream ends only by its client, its own error,
+        # its idle timeout, or a drain.
+        options.append(("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)))
     return options
 
 
@@ -73,7 +74,7 @@ class Server:
     port: int
     metrics_port: int | None
     plane: DataPlane
-    health: health.aio.HealthServicer
+    health: HealthServicer
     inference: InferenceServicer
 
     async def start(self) -> None:
@@ -104,10 +105,16 @@ class Server:
     async def stop(self, grace: float, delay: float = 0.0) -> None:
         """Drain: NOT_SERVING for ``delay`` s, refuse new calls, ``grace`` s to finish.
 
-        The delay lets load balancers see NOT_SERVING before calls are refused.
+        At once, health watchers get NOT_SERVING and their calls end, new streams are
+        refused (UNAVAILABLE: open on another replica), and every open stream gets
+        its state (``draining``) and ends; the delay lets load balancers see
+        NOT_SERVING before calls are refused. The server exits as soon as no call is
+        left, at the latest after the grace.
         """
         self.plane.draining = True
         await self.health.enter_graceful_shutdown()
+        moved = self.plane.sessions.interrupt_all(DRAINING)
+        logger.info("draining: %d open streams told to move", moved)
         if delay > 0:
             await asyncio.sleep(delay)
         await self.grpc_server.stop(grace)
@@ -141,7 +148,7 @@ async def create_server(settings: Settings) -> Server:
     pb_grpc.add_PredictorServicer_to_server(PredictorServicer(plane), server)
     inference = InferenceServicer(plane)
     oip_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in HEALTH_SERVICES:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)

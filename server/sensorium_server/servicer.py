@@ -12,9 +12,10 @@ from sensorium_api.v1 import predictor_pb2 as pb
 from sensorium_api.v1 import predictor_pb2_grpc as pb_grpc
 from sensorium_server import convert
 from sensorium_server.dataplane import DataPlane, Prediction
-from sensorium_server.errors import FailedPreconditionError, IdleTimeoutError
+from sensorium_server.errors import FailedPreconditionError
 from sensorium_server.observe import UNREACHABLE, observe
-from sensorium_server.sessions import StreamSession
+from sensorium_server.sessions import Attachment, StreamSession
+from sensorium_server.streams import DRAINING, StreamCall
 
 logger = logging.getLogger(__name__)
 
@@ -75,30 +76,21 @@ class PredictorServicer(pb_grpc.PredictorServicer):
     def _count_frames(self, result: Prediction, rpc: str) -> None:
         self._plane.metrics.frames.labels(result.model.name, rpc).inc(result.responses.shape[0])
 
-    async def _next(
-        self, requests: AsyncIterator[pb.StreamPredictRequest]
-    ) -> pb.StreamPredictRequest | None:
-        timeout = self._plane.settings.idle_timeout_s
-        try:
-            async with asyncio.timeout(timeout):  # no task per message, unlike wait_for
-                return await anext(requests)
-        except StopAsyncIteration:
-            return None
-        except TimeoutError:
-            raise IdleTimeoutError(
-                f"no message for {timeout:g} s; the stream session was closed"
-            ) from None
-
     async def StreamPredict(
         self,
         request_iterator: AsyncIterator[pb.StreamPredictRequest],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[pb.StreamPredictResponse]:
-        """A stream session: open, then frames (and resets), until the client half-closes."""
+    ) -> None:
+        """A stream session: open (new, resumed, from a snapshot), then frames, resets, snapshots.
+
+        It runs until the client half-closes, the call breaks (the session is kept for
+        a resume), it idles, or the server drains (its state is handed over).
+        """
+        stream = StreamCall(self._plane, context)
         session: StreamSession | None = None
         async with observe(self._plane.metrics, context, "StreamPredict", "", unary=False) as call:
             try:
-                first = await self._next(request_iterator)
+                first = await stream.read()
                 if first is None:
                     return
                 if first.WhichOneof("kind") != "open":
@@ -106,20 +98,61 @@ class PredictorServicer(pb_grpc.PredictorServicer):
                         f"the first message of a stream must be 'open', got "
                         f"{first.WhichOneof('kind')!r}"
                     )
-                session = self._open(first.open)
+                session, origin = await self._open(first.open, stream.attachment)
                 call.model = session.model.name
-                yield self._opened(session)
-                while (request := await self._next(request_iterator)) is not None:
-                    yield await self._handle(session, request)
-            finally:
+                await stream.write(self._opened(session, origin))
+                if self._plane.draining:  # a resume while draining: hand the state over now
+                    stream.attachment.interrupt(DRAINING)
+                while (request := await stream.read()) is not None:
+                    await stream.write(await self._handle(session, request))
+                await self._end(stream, session)
+            except asyncio.CancelledError:  # the client cancelled, or its connection broke
                 if session is not None:
+                    self._plane.sessions.detach(session, stream.attachment)
+                    self._plane.metrics.stream_events.labels("detached").inc()
+                    session = None
+                raise
+            finally:
+                if session is not None and session.owner is stream.attachment:
                     self._plane.close_stream(session)
 
-    def _open(self, request: pb.StreamOpen) -> StreamSession:
-        dtype = convert.response_dtype(request.response_dtype)
-        return self._plane.open_stream(request.model, request.version, request.mouse, dtype)
+    async def _end(self, stream: StreamCall, session: StreamSession) -> None:
+        """The client half-closed (nothing to do), or the call was interrupted."""
+        reason = stream.attachment.reason
+        if reason == DRAINING:
+            async with session.lock:
+                snapshot = convert.snapshot_message(self._plane.snapshot(session))
+            await stream.write(
+                pb.StreamPredictResponse(
+                    draining=pb.StreamDraining(reason=reason, snapshot=snapshot)
+                )
+            )
+            self._plane.metrics.stream_events.labels("handed_off").inc()
+        elif reason is not None:
+            raise FailedPreconditionError(reason)
 
-    def _opened(self, session: StreamSession) -> pb.StreamPredictResponse:
+    async def _open(self, request: pb.StreamOpen, owner: Attachment) -> tuple[StreamSession, int]:
+        dtype = convert.response_dtype(request.response_dtype)
+        origin = request.WhichOneof("origin")
+        if origin == "resume_session_id":
+            session = await self._plane.resume_stream(request.resume_session_id, owner)
+            for asked, held, name in (
+                (request.model, session.model.name, "model"),
+                (request.mouse, session.mouse.mouse, "mouse"),
+            ):
+                if asked and asked != held:
+                    raise FailedPreconditionError(
+                        f"resume: the session serves {name} {held!r}, the stream asks for "
+                        f"{asked[:80]!r}"
+                    )
+            return session, pb.STREAM_ORIGIN_RESUMED
+        snapshot = convert.snapshot_of(request.snapshot) if origin == "snapshot" else None
+        session = self._plane.open_stream(
+            request.model, request.version, request.mouse, dtype, owner, snapshot
+        )
+        return session, pb.STREAM_ORIGIN_NEW if snapshot is None else pb.STREAM_ORIGIN_SNAPSHOT
+
+    def _opened(self, session: StreamSession, origin: int) -> pb.StreamPredictResponse:
         return pb.StreamPredictResponse(
             opened=pb.StreamOpened(
                 session_id=session.id,
@@ -129,6 +162,11 @@ class PredictorServicer(pb_grpc.PredictorServicer):
                 neuron_count=session.mouse.neuron_count,
                 burn_in_frames=int(session.model.manifest["burn_in_frames"]),
                 max_frames_per_step=self._plane.settings.max_step_frames,
+                next_frame=session.next_frame,
+                trial_count=session.trial_count,
+                origin=origin,  # type: ignore[arg-type]
+                resume_window_s=self._plane.settings.idle_timeout_s,
+                replica_id=self._plane.sessions.replica_id,
             )
         )
 
@@ -137,13 +175,18 @@ class PredictorServicer(pb_grpc.PredictorServicer):
     ) -> pb.StreamPredictResponse:
         kind = request.WhichOneof("kind")
         if kind == "reset":
-            session.reset()
+            async with session.lock:
+                session.reset()
             return pb.StreamPredictResponse(
                 reset=pb.StreamResetDone(trial_count=session.trial_count)
             )
+        if kind == "snapshot":
+            async with session.lock:
+                snapshot = convert.snapshot_message(self._plane.snapshot(session))
+            return pb.StreamPredictResponse(snapshot=snapshot)
         if kind != "frames":
             raise FailedPreconditionError(
-                f"expected 'frames' or 'reset' on an open stream, got {kind!r}"
+                f"expected 'frames', 'reset' or 'snapshot' on an open stream, got {kind!r}"
             )
         frames = request.frames
         video, behavior, pupil_center = convert.input_arrays(frames)
@@ -155,5 +198,6 @@ class PredictorServicer(pb_grpc.PredictorServicer):
                 frame_index=result.first_frame,
                 responses=convert.responses_tensor(result.responses, session.response_dtype),
                 timing=convert.timing_message(result.timing),
+                replayed=result.replayed,
             )
         )

@@ -30,7 +30,8 @@ class Settings:
     metrics_port: int = 8002  # -1: no metrics endpoint
     versions: str = "latest:1"  # "all", "latest:N" or "specific:1,3"
     providers: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
-    workers: int = 2  # inference threads of the scheduler
+    workers: int = 2  # inference threads of the step lane (stream steps)
+    clip_workers: int = 1  # inference threads of the clip lane (Predict clips and chunks)
     intra_op_threads: int = 1  # ONNX Runtime threads per streaming step (small, latency-bound)
     clip_threads: int = 0  # ONNX Runtime threads per whole-clip inference (0: one per core)
     # Clips longer than this run as chunks of the step graph (exact): for the default
@@ -42,10 +43,14 @@ class Settings:
     max_clip_frames: int = 3000  # frames of one Predict call
     max_step_frames: int = 300  # frames of one stream message
     max_message_mb: int = 128  # gRPC receive and send limit (3,000 frames x 8,000 neurons)
-    idle_timeout_s: float = 60.0  # a stream silent this long is closed
+    # A stream silent this long, or whose replies go unread this long, is closed; a
+    # stream whose connection broke is kept this long for a resume.
+    idle_timeout_s: float = 60.0
     drain_delay_s: float = 1.0  # SIGTERM: NOT_SERVING this long before refusing calls
     drain_grace_s: float = 20.0  # SIGTERM: then open calls get this long to finish
-    max_connection_age_s: float = 300.0  # connections are recycled so load rebalances
+    # Connections are recycled so load rebalances: new calls move to new connections,
+    # open streams run on (0: never recycle).
+    max_connection_age_s: float = 300.0
     tls_cert: str = ""  # PEM certificate chain: serve TLS instead of plaintext
     tls_key: str = ""  # PEM private key of tls_cert
     tls_client_ca: str = ""  # PEM CA: require client certificates signed by it (mTLS)
@@ -53,7 +58,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         """Check values that would otherwise fail later and obscurely."""
-        for name in ("workers", "intra_op_threads", "max_queue", "max_sessions"):
+        for name in ("workers", "clip_workers", "intra_op_threads", "max_queue", "max_sessions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name, zero in (("clip_chunk_frames", "never"), ("clip_threads", "one per core")):

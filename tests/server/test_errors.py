@@ -176,7 +176,11 @@ def test_stream_errors_end_only_that_stream(
     )
     Stream(stub).fails(Code.NOT_FOUND, "model 'nope'", open=pb.StreamOpen(model="nope"))
     cases = [
-        (Code.FAILED_PRECONDITION, "expected 'frames' or 'reset'", {"open": pb.StreamOpen()}),
+        (
+            Code.FAILED_PRECONDITION,
+            "expected 'frames', 'reset' or 'snapshot'",
+            {"open": pb.StreamOpen()},
+        ),
         (
             Code.FAILED_PRECONDITION,
             "frame_index: got 5, expected 1",

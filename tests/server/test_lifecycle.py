@@ -133,7 +133,7 @@ def test_full_queue_is_resource_exhausted(strict_server: ServerThread, sample: T
         rejected = [e for e in errors if e is not None]
         assert rejected, "six concurrent clips on a queue of one: some must be refused"
         assert all(isinstance(e, ResourceExhaustedError) for e in rejected)
-        assert "inference queue full (1 requests" in str(rejected[0])
+        assert "inference queue full (1 clip requests" in str(rejected[0])
         assert client.predict(*(a[:5] for a in sample), model="tiny").shape == (5, 40)
 
 

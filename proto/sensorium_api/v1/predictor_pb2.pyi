@@ -20,6 +20,13 @@ class GraphKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GRAPH_KIND_UNSPECIFIED: _ClassVar[GraphKind]
     GRAPH_KIND_CLIP: _ClassVar[GraphKind]
     GRAPH_KIND_STEP: _ClassVar[GraphKind]
+
+class StreamOrigin(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STREAM_ORIGIN_UNSPECIFIED: _ClassVar[StreamOrigin]
+    STREAM_ORIGIN_NEW: _ClassVar[StreamOrigin]
+    STREAM_ORIGIN_RESUMED: _ClassVar[StreamOrigin]
+    STREAM_ORIGIN_SNAPSHOT: _ClassVar[StreamOrigin]
 DATA_TYPE_UNSPECIFIED: DataType
 DATA_TYPE_UINT8: DataType
 DATA_TYPE_FLOAT16: DataType
@@ -27,6 +34,10 @@ DATA_TYPE_FLOAT32: DataType
 GRAPH_KIND_UNSPECIFIED: GraphKind
 GRAPH_KIND_CLIP: GraphKind
 GRAPH_KIND_STEP: GraphKind
+STREAM_ORIGIN_UNSPECIFIED: StreamOrigin
+STREAM_ORIGIN_NEW: StreamOrigin
+STREAM_ORIGIN_RESUMED: StreamOrigin
+STREAM_ORIGIN_SNAPSHOT: StreamOrigin
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -168,26 +179,64 @@ class PredictResponse(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., mouse: _Optional[str] = ..., responses: _Optional[_Union[Tensor, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
 
 class StreamPredictRequest(_message.Message):
-    __slots__ = ("open", "frames", "reset")
+    __slots__ = ("open", "frames", "reset", "snapshot")
     OPEN_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     RESET_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     open: StreamOpen
     frames: StreamFrames
     reset: StreamReset
-    def __init__(self, open: _Optional[_Union[StreamOpen, _Mapping]] = ..., frames: _Optional[_Union[StreamFrames, _Mapping]] = ..., reset: _Optional[_Union[StreamReset, _Mapping]] = ...) -> None: ...
+    snapshot: StreamSnapshotRequest
+    def __init__(self, open: _Optional[_Union[StreamOpen, _Mapping]] = ..., frames: _Optional[_Union[StreamFrames, _Mapping]] = ..., reset: _Optional[_Union[StreamReset, _Mapping]] = ..., snapshot: _Optional[_Union[StreamSnapshotRequest, _Mapping]] = ...) -> None: ...
 
 class StreamOpen(_message.Message):
-    __slots__ = ("model", "version", "mouse", "response_dtype")
+    __slots__ = ("model", "version", "mouse", "response_dtype", "resume_session_id", "snapshot")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MOUSE_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    RESUME_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     mouse: str
     response_dtype: DataType
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., mouse: _Optional[str] = ..., response_dtype: _Optional[_Union[DataType, str]] = ...) -> None: ...
+    resume_session_id: str
+    snapshot: StateSnapshot
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., mouse: _Optional[str] = ..., response_dtype: _Optional[_Union[DataType, str]] = ..., resume_session_id: _Optional[str] = ..., snapshot: _Optional[_Union[StateSnapshot, _Mapping]] = ...) -> None: ...
+
+class StreamSnapshotRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class NamedTensor(_message.Message):
+    __slots__ = ("name", "tensor")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tensor: Tensor
+    def __init__(self, name: _Optional[str] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class StateSnapshot(_message.Message):
+    __slots__ = ("model", "version", "mouse", "manifest_sha256", "next_frame", "trial_count", "state", "session_id")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MOUSE_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_SHA256_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FRAME_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    mouse: str
+    manifest_sha256: str
+    next_frame: int
+    trial_count: int
+    state: _containers.RepeatedCompositeFieldContainer[NamedTensor]
+    session_id: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., mouse: _Optional[str] = ..., manifest_sha256: _Optional[str] = ..., next_frame: _Optional[int] = ..., trial_count: _Optional[int] = ..., state: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class StreamFrames(_message.Message):
     __slots__ = ("video", "behavior", "pupil_center", "frame_index")
@@ -206,17 +255,29 @@ class StreamReset(_message.Message):
     def __init__(self) -> None: ...
 
 class StreamPredictResponse(_message.Message):
-    __slots__ = ("opened", "responses", "reset")
+    __slots__ = ("opened", "responses", "reset", "snapshot", "draining")
     OPENED_FIELD_NUMBER: _ClassVar[int]
     RESPONSES_FIELD_NUMBER: _ClassVar[int]
     RESET_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     opened: StreamOpened
     responses: StreamResponses
     reset: StreamResetDone
-    def __init__(self, opened: _Optional[_Union[StreamOpened, _Mapping]] = ..., responses: _Optional[_Union[StreamResponses, _Mapping]] = ..., reset: _Optional[_Union[StreamResetDone, _Mapping]] = ...) -> None: ...
+    snapshot: StateSnapshot
+    draining: StreamDraining
+    def __init__(self, opened: _Optional[_Union[StreamOpened, _Mapping]] = ..., responses: _Optional[_Union[StreamResponses, _Mapping]] = ..., reset: _Optional[_Union[StreamResetDone, _Mapping]] = ..., snapshot: _Optional[_Union[StateSnapshot, _Mapping]] = ..., draining: _Optional[_Union[StreamDraining, _Mapping]] = ...) -> None: ...
+
+class StreamDraining(_message.Message):
+    __slots__ = ("reason", "snapshot")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    snapshot: StateSnapshot
+    def __init__(self, reason: _Optional[str] = ..., snapshot: _Optional[_Union[StateSnapshot, _Mapping]] = ...) -> None: ...
 
 class StreamOpened(_message.Message):
-    __slots__ = ("session_id", "model", "version", "mouse", "neuron_count", "burn_in_frames", "max_frames_per_step")
+    __slots__ = ("session_id", "model", "version", "mouse", "neuron_count", "burn_in_frames", "max_frames_per_step", "next_frame", "trial_count", "origin", "resume_window_s", "replica_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -224,6 +285,11 @@ class StreamOpened(_message.Message):
     NEURON_COUNT_FIELD_NUMBER: _ClassVar[int]
     BURN_IN_FRAMES_FIELD_NUMBER: _ClassVar[int]
     MAX_FRAMES_PER_STEP_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FRAME_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    RESUME_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     model: str
     version: int
@@ -231,17 +297,24 @@ class StreamOpened(_message.Message):
     neuron_count: int
     burn_in_frames: int
     max_frames_per_step: int
-    def __init__(self, session_id: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., mouse: _Optional[str] = ..., neuron_count: _Optional[int] = ..., burn_in_frames: _Optional[int] = ..., max_frames_per_step: _Optional[int] = ...) -> None: ...
+    next_frame: int
+    trial_count: int
+    origin: StreamOrigin
+    resume_window_s: float
+    replica_id: str
+    def __init__(self, session_id: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., mouse: _Optional[str] = ..., neuron_count: _Optional[int] = ..., burn_in_frames: _Optional[int] = ..., max_frames_per_step: _Optional[int] = ..., next_frame: _Optional[int] = ..., trial_count: _Optional[int] = ..., origin: _Optional[_Union[StreamOrigin, str]] = ..., resume_window_s: _Optional[float] = ..., replica_id: _Optional[str] = ...) -> None: ...
 
 class StreamResponses(_message.Message):
-    __slots__ = ("frame_index", "responses", "timing")
+    __slots__ = ("frame_index", "responses", "timing", "replayed")
     FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
     RESPONSES_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
     frame_index: int
     responses: Tensor
     timing: Timing
-    def __init__(self, frame_index: _Optional[int] = ..., responses: _Optional[_Union[Tensor, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+    replayed: bool
+    def __init__(self, frame_index: _Optional[int] = ..., responses: _Optional[_Union[Tensor, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class StreamResetDone(_message.Message):
     __slots__ = ("trial_count",)

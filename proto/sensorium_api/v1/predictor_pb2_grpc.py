@@ -88,6 +88,9 @@ class PredictorServicer:
     def StreamPredict(self, request_iterator, context):
         """Streams frames in and responses out. The first request must carry `open`;
         every later request gets exactly one response; a half-close ends the session.
+        A session outlives its connection for the idle timeout (reattach with
+        `StreamOpen.resume_session_id`); a draining server sends `draining` with the
+        session's state, which `StreamOpen.snapshot` continues on another replica.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
