@@ -120,3 +120,70 @@ def strict_server(repository: Path) -> Iterator[ServerThread]:
     running = ServerThread(settings).start()
     yield running
     running.stop()
+
+
+class ServerProcess:
+    """``sensorium-server`` as its own process (SIGTERM is part of the test), on port 0."""
+
+    def __init__(self, repository: Path, *flags: str) -> None:
+        import re
+        import subprocess
+        import sys
+
+        command = [
+            sys.executable,
+            "-m",
+            "sensorium_server.cli",
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--metrics-port",
+            "-1",
+            "--model-repository",
+            str(repository),
+            *flags,
+        ]
+        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        self.log: list[str] = []
+        assert self.process.stderr is not None
+        self.port, self.replica = 0, ""
+        for line in self.process.stderr:
+            self.log.append(line)
+            if match := re.search(r"gRPC on port (\d+), .* replica (\w+)", line):
+                self.port, self.replica = int(match.group(1)), match.group(2)
+            if "serving" in line and "model versions" in line:
+                break
+        if not self.port:
+            self.process.kill()
+            raise RuntimeError("server did not start:\n" + "".join(self.log))
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.log.append(line)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def terminate(self) -> None:
+        import signal
+
+        self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> int:
+        code = self.process.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def kill(self) -> None:
+        """Kill it if still running; close its pipe."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._reader.join(5)
+        if self.process.stderr is not None:
+            self.process.stderr.close()

@@ -80,7 +80,12 @@ class Server:
     async def start(self) -> None:
         """Start taking calls (health NOT_SERVING until :meth:`load_models`)."""
         await self.grpc_server.start()
-        logger.info("gRPC on port %d, metrics on %s", self.port, self.metrics_port or "(disabled)")
+        logger.info(
+            "gRPC on port %d, metrics on %s, replica %s",
+            self.port,
+            self.metrics_port or "(disabled)",
+            self.plane.sessions.replica_id,
+        )
 
     async def load_models(self) -> None:
         """Load and warm up the repository off the event loop, then report SERVING.
