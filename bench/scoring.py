@@ -85,7 +85,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
         write_version(model, {}, repo, "twin", {})
-        server = ServerProcess(repo, Path(tmp) / "server.log", "--clip-threads", args.clip_threads)
+        server = ServerProcess(
+            repo,
+            Path(tmp) / "server.log",
+            "--clip-threads",
+            args.clip_threads,
+            "--clip-workers",
+            str(args.workers),
+        )
         try:
             for i in range(args.repeats):
                 seconds, frames = eager(model, session, args.tier)

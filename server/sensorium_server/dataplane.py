@@ -65,7 +65,11 @@ class DataPlane:
         self.store = store
         self.metrics = metrics
         self.scheduler = Scheduler(
-            settings.workers, settings.max_queue, metrics.observe_inference, settings.clip_workers
+            settings.workers,
+            settings.max_queue,
+            metrics.observe_inference,
+            settings.clip_workers,
+            settings.clip_nice,
         )
         self.sessions = SessionManager(
             settings.max_sessions,

@@ -8,6 +8,7 @@ whole-clip graph on a random clip (design.md: parity at export and again at load
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from sensorium_server.repository import (
     list_versions,
     read_version,
 )
+from sensorium_server.scheduler import lower_priority
 from sensorium_server.settings import Settings, parse_version_policy
 
 logger = logging.getLogger(__name__)
@@ -102,12 +104,35 @@ def providers_for(setting: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def _open(path: Path, settings: Settings, threads: int) -> ort.InferenceSession:
+def _open(path: Path, settings: Settings, threads: int, nice: int = 0) -> ort.InferenceSession:
+    """An ONNX Runtime session; with ``nice``, its thread pool runs at that lower priority.
+
+    ONNX Runtime starts a session's intra-op threads when the session is created, and
+    a new thread inherits its creator's niceness: so the session is created in a
+    short-lived thread whose priority was lowered first.
+    """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=providers_for(settings.providers))
+    providers = providers_for(settings.providers)
+    if nice <= 0:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    made: list[ort.InferenceSession | BaseException] = []
+
+    def create() -> None:
+        try:
+            lower_priority(nice)
+            made.append(ort.InferenceSession(str(path), options, providers=providers))
+        except BaseException as err:  # re-raised in the caller's thread
+            made.append(err)
+
+    thread = threading.Thread(target=create, name="onnxruntime-load")
+    thread.start()
+    thread.join()
+    if isinstance(made[0], BaseException):
+        raise made[0]
+    return made[0]
 
 
 def check_stream_parity(mouse: MouseRuntime, frame_shape: tuple[int, int]) -> float:
@@ -145,9 +170,9 @@ def load_version(path: Path, settings: Settings) -> LoadedModel:
         mouse = MouseRuntime(
             name,
             graphs.neuron_ids,
-            _open(graphs.clip, settings, settings.clip_threads),
+            _open(graphs.clip, settings, settings.clip_threads, settings.clip_nice),
             _open(graphs.step, settings, settings.intra_op_threads),
-            _open(graphs.step, settings, settings.clip_threads),
+            _open(graphs.step, settings, settings.clip_threads, settings.clip_nice),
             states,
             dict(entry.get("input_defaults", {})),
         )

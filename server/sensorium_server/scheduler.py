@@ -5,12 +5,15 @@ queue in front of its own pool of threads (ONNX Runtime releases the GIL, so the
 event loop keeps serving while graphs run): stream steps run on the ``step`` lane,
 whole clips and clip chunks on the ``clip`` lane. A stream step therefore never
 waits behind clip work for a thread, and clip concurrency is capped by the clip
-lane's size. Each lane measures queue and compute time.
+lane's size, and its threads run at a lower OS priority (``--clip-nice``), so that
+on a busy machine a step gets the CPU first. Each lane measures queue and compute time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,13 +36,25 @@ class Timing:
 Observer = Callable[[str, str, Timing], None]
 
 
+def lower_priority(nice: int) -> None:
+    """Lower the calling thread's OS priority by ``nice`` (Linux: per thread)."""
+    if nice > 0 and hasattr(os, "setpriority"):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+
+
 class Lane:
     """A pool of threads and the count of inferences waiting for or running on it."""
 
-    def __init__(self, name: str, workers: int, max_queue: int) -> None:
-        """``workers`` threads; at most ``max_queue`` inferences waiting or running."""
+    def __init__(self, name: str, workers: int, max_queue: int, nice: int = 0) -> None:
+        """``workers`` threads at niceness ``nice``; at most ``max_queue`` waiting or running."""
         self.name = name
-        self.executor = ThreadPoolExecutor(workers, thread_name_prefix=f"inference-{name}")
+        self.executor = ThreadPoolExecutor(
+            workers,
+            thread_name_prefix=f"inference-{name}",
+            initializer=lower_priority,
+            initargs=(nice,),
+        )
         self.max_queue = max_queue
         self.pending = 0
 
@@ -62,6 +77,7 @@ class Scheduler:
         max_queue: int,
         observe: Observer | None = None,
         clip_workers: int = 1,
+        clip_nice: int = 0,
     ) -> None:
         """``workers`` step threads, ``clip_workers`` clip threads, a queue limit per lane.
 
@@ -69,7 +85,7 @@ class Scheduler:
         """
         self._lanes = {
             "step": Lane("step", workers, max_queue),
-            "clip": Lane("clip", clip_workers, max_queue),
+            "clip": Lane("clip", clip_workers, max_queue, clip_nice),
         }
         self._observe = observe
 

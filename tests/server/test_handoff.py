@@ -54,7 +54,8 @@ def test_sigterm_moves_a_300_frame_stream_to_the_other_server(repository: Path) 
         log = "".join(holder.log)
         assert "draining: 1 open streams told to move" in log
         drain = log[log.index("draining") :]
-        assert "Traceback" not in drain and "ERROR" not in drain, drain
+        assert "Traceback" not in drain, drain
+        assert "ERROR" not in drain, drain
     finally:
         for server in servers:
             server.kill()
@@ -86,11 +87,13 @@ def test_drain_exits_once_streams_and_watchers_have_moved(repository: Path) -> N
             took = time.monotonic() - started
         watcher.join(10)
         assert not watcher.is_alive(), "the health Watch stream did not end at drain"
-        assert statuses[0] == "SERVING" and statuses[-1] == "NOT_SERVING"
+        assert statuses[0] == "SERVING"
+        assert statuses[-1] == "NOT_SERVING"
         assert took < 5, f"exit took {took:.1f} s with a 30 s grace"
         drain = "".join(server.log)
         drain = drain[drain.index("draining") :]
-        assert "Traceback" not in drain and "CancelledError" not in drain, drain
+        assert "Traceback" not in drain, drain
+        assert "CancelledError" not in drain, drain
     finally:
         server.kill()
         other.kill()

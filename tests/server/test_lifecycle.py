@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
-import os
-import re
-import signal
-import subprocess
-import sys
+import queue
 import time
 import urllib.request
 from pathlib import Path
@@ -18,6 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from sensorium_api.tensors import to_tensor
 from sensorium_client import (
     Client,
     DeadlineExceededError,
@@ -149,46 +146,48 @@ def test_idle_stream_is_closed(strict_server: ServerThread, sample: Trial) -> No
             client.predict(np.zeros((3, 36, 63)), np.zeros((3, 2)), np.zeros((3, 2)), model="tiny")
 
 
-def test_sigterm_drains_an_open_stream_then_exits_0(repository: Path, sample: Trial) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "sensorium_server.cli",
-        "--port",
-        "0",
-        "--metrics-port",
-        "-1",
-        "--model-repository",
-        str(repository),
-        "--versions",
-        "specific:1",
-        "--drain-delay-s",
-        "0.3",
-        "--drain-grace-s",
-        "20",
-    ]
-    with subprocess.Popen(
-        command, stderr=subprocess.PIPE, text=True, env={**os.environ}
-    ) as process:
-        try:
-            assert process.stderr is not None
-            port = None
-            for line in process.stderr:
-                if match := re.search(r"gRPC on port (\d+)", line):
-                    port = int(match.group(1))
-                if "serving" in line and "model versions" in line:
-                    break
-            assert port is not None
-            with Client(f"localhost:{port}") as client, client.stream(model="tiny") as session:
-                session.step(sample[0][:3], sample[1][:3], sample[2][:3])
-                process.send_signal(signal.SIGTERM)
-                time.sleep(1.0)  # past the drain delay: new calls are refused, this one goes on
-                assert session.step(sample[0][3:6], sample[1][3:6], sample[2][3:6]).shape == (3, 40)
-            assert process.wait(timeout=15) == 0
-            assert "stopped" in process.stderr.read()
-        finally:
-            if process.poll() is None:
-                process.kill()
+def test_sigterm_hands_over_streams_and_finishes_clips_then_exits_0(
+    repository: Path, sample: Trial
+) -> None:
+    """A raw native stream gets ``draining`` with its state at once; a clip in flight ends OK."""
+    from sensorium_api.v1 import predictor_pb2 as pb
+    from sensorium_api.v1 import predictor_pb2_grpc as pb_grpc
+    from tests.serving import ServerProcess
+
+    server = ServerProcess(
+        repository, "--versions", "specific:1", "--drain-delay-s", "0.3", "--drain-grace-s", "20"
+    )
+    try:
+        video, behavior, pupil = (a[:3] for a in sample)
+        frames = pb.StreamFrames(
+            video=to_tensor(video), behavior=to_tensor(behavior), pupil_center=to_tensor(pupil)
+        )
+        requests: queue.SimpleQueue[pb.StreamPredictRequest | None] = queue.SimpleQueue()
+        requests.put(pb.StreamPredictRequest(open=pb.StreamOpen(model="tiny")))
+        requests.put(pb.StreamPredictRequest(frames=frames))
+        with grpc.insecure_channel(server.address) as channel, Client(server.address) as client:
+            replies = pb_grpc.PredictorStub(channel).StreamPredict(iter(requests.get, None))
+            assert next(replies).WhichOneof("kind") == "opened"
+            assert next(replies).responses.responses.shape == [3, 40]
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                clip = pool.submit(client.predict, *sample, model="sensorium")
+                time.sleep(0.2)
+                server.terminate()
+                notice = next(replies)  # at once, without sending anything
+                assert notice.WhichOneof("kind") == "draining"
+                assert notice.draining.snapshot.next_frame == 3
+                assert notice.draining.snapshot.model == "tiny"
+                assert [s.name for s in notice.draining.snapshot.state]
+                assert list(replies) == []  # then the stream ends with OK
+                assert replies.code() == grpc.StatusCode.OK
+                assert clip.result(30).shape == (len(sample[0]), 8000)
+        assert server.wait(15) == 0
+        log = "".join(server.log)
+        assert "stopped" in log
+        assert "Traceback" not in log[log.index("draining") :]
+    finally:
+        requests.put(None)
+        server.kill()
 
 
 def test_reflection_describes_both_apis(server: ServerThread) -> None:
