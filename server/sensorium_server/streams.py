@@ -17,6 +17,7 @@ from sensorium_server.errors import IdleTimeoutError
 from sensorium_server.sessions import Attachment
 
 DRAINING = "this replica is draining"
+HALF_CLOSE_CHECK_S = 0.05
 
 
 class StreamCall:
@@ -51,6 +52,12 @@ class StreamCall:
                 f"no message for {self._timeout:g} s; the stream session was closed"
             ) from None
         if request is grpc.aio.EOF:
+            # A broken connection also ends the reads, and gRPC cancels the call just
+            # after: wait a moment so that a break is not taken for a half-close (the
+            # cancellation lands in this sleep and the session is kept for a resume).
+            await asyncio.sleep(HALF_CLOSE_CHECK_S)
+            if self._context.cancelled():
+                raise asyncio.CancelledError
             return None
         return request
 

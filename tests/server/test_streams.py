@@ -1,0 +1,236 @@
+"""Streams outlive connections: resume after a break, replay once, age, unread replies, lanes."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from sensorium_api.tensors import from_tensor, to_tensor
+from sensorium_api.v1 import predictor_pb2 as pb
+from sensorium_api.v1 import predictor_pb2_grpc as pb_grpc
+from sensorium_client import Client
+from tests.proxy import Proxy
+from tests.serving import ServerThread, local_settings
+
+Trial = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _trial(frames: int, seed: int = 5) -> Trial:
+    rng = np.random.default_rng(seed)
+    return (
+        rng.integers(0, 256, (frames, 36, 64), dtype=np.uint8),
+        rng.uniform(0, 10, (frames, 2)).astype(np.float32),
+        rng.normal(0, 3, (frames, 2)).astype(np.float32),
+    )
+
+
+@pytest.fixture
+def resumable(repository: Path) -> Iterator[ServerThread]:
+    """A server with a 2 s idle timeout (the resume window) and 1 s connection age."""
+    settings = local_settings(
+        repository, versions="specific:1", idle_timeout_s=2.0, max_connection_age_s=1.0
+    )
+    running = ServerThread(settings).start()
+    yield running
+    running.stop()
+
+
+def _frames(trial: Trial, t: int) -> pb.StreamPredictRequest:
+    video, behavior, pupil = (a[t : t + 1] for a in trial)
+    return pb.StreamPredictRequest(
+        frames=pb.StreamFrames(
+            video=to_tensor(video),
+            behavior=to_tensor(behavior),
+            pupil_center=to_tensor(pupil),
+            frame_index=t,
+        )
+    )
+
+
+class Raw:
+    """A native stream driven message by message."""
+
+    def __init__(self, target: str, first: pb.StreamOpen) -> None:
+        self.channel = grpc.insecure_channel(target)
+        self.requests: queue.SimpleQueue[pb.StreamPredictRequest | None] = queue.SimpleQueue()
+        self.requests.put(pb.StreamPredictRequest(open=first))
+        self.replies = pb_grpc.PredictorStub(self.channel).StreamPredict(
+            iter(self.requests.get, None)
+        )
+        self.opened = next(self.replies).opened
+
+    def send(self, request: pb.StreamPredictRequest) -> pb.StreamPredictResponse:
+        self.requests.put(request)
+        return next(self.replies)
+
+    def close(self) -> None:
+        self.requests.put(None)
+        self.channel.close()
+
+
+def test_native_resume_keeps_state_and_replays_a_lost_reply_once(resumable: ServerThread) -> None:
+    trial = _trial(12)
+    with Client(resumable.target) as client:
+        expected = client.predict(*trial, model="tiny")
+    proxy = Proxy(("localhost", resumable.server.port))
+    try:
+        first = Raw(proxy.address, pb.StreamOpen(model="tiny"))
+        assert first.opened.origin == pb.STREAM_ORIGIN_NEW
+        got = [from_tensor(first.send(_frames(trial, t)).responses.responses) for t in range(5)]
+        proxy.swallow_replies()  # frame 5 arrives and is answered; the reply is lost
+        first.requests.put(_frames(trial, 5))
+        time.sleep(0.5)
+        proxy.cut()
+        with pytest.raises(grpc.RpcError) as broken:
+            next(first.replies)
+        assert broken.value.code() == grpc.StatusCode.UNAVAILABLE
+        first.close()
+        second = Raw(proxy.address, pb.StreamOpen(resume_session_id=first.opened.session_id))
+        assert second.opened.origin == pb.STREAM_ORIGIN_RESUMED
+        assert second.opened.next_frame == 6  # the server had stepped frame 5
+        again = second.send(_frames(trial, 5)).responses
+        assert again.replayed
+        got.append(from_tensor(again.responses))
+        for t in range(6, 12):
+            reply = second.send(_frames(trial, t)).responses
+            assert not reply.replayed
+            got.append(from_tensor(reply.responses))
+        assert np.allclose(np.concatenate(got), expected, rtol=1e-4, atol=1e-5)
+        changed = _frames(trial, 11)
+        changed.frames.video.data = bytes(len(changed.frames.video.data))
+        with pytest.raises(grpc.RpcError) as caught:
+            second.send(changed)  # the same index with other inputs is not a replay
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        second.close()
+    finally:
+        proxy.close()
+
+
+def test_resume_refusals_name_the_reason(resumable: ServerThread, sample: Trial) -> None:
+    stream = Raw(resumable.target, pb.StreamOpen(model="tiny"))
+    session_id = stream.opened.session_id
+    stream.replies.cancel()  # the client vanished: the session waits for a resume
+    stream.close()
+    time.sleep(0.3)
+    assert resumable.sessions == 1
+    time.sleep(2.5)  # past the 2 s resume window
+    assert resumable.sessions == 0
+    for session, code, needle in (
+        (session_id, grpc.StatusCode.NOT_FOUND, "has ended or expired"),
+        ("0123456789ab.feed", grpc.StatusCode.UNAVAILABLE, "not held by this replica"),
+    ):
+        with pytest.raises(grpc.RpcError) as caught:
+            Raw(resumable.target, pb.StreamOpen(resume_session_id=session))
+        assert caught.value.code() == code
+        assert needle in caught.value.details()
+
+
+def test_sdk_steps_on_through_connection_breaks(resumable: ServerThread) -> None:
+    trial = _trial(40)
+    proxy = Proxy(("localhost", resumable.server.port))
+    try:
+        with Client(proxy.address) as client:
+            expected = client.predict(*trial, model="tiny")
+            with client.stream(model="tiny") as session:
+                got = []
+                for t in range(40):
+                    if t in (10, 25):
+                        proxy.cut()
+                    if t == 30:
+                        proxy.swallow_replies()
+                        threading.Timer(0.3, proxy.cut).start()
+                    got.append(session.step(*(a[t] for a in trial)))
+                assert session.recovery.resumes == 3
+                assert session.info.origin == "resumed"
+        assert np.allclose(np.concatenate(got), expected, rtol=1e-4, atol=1e-5)
+    finally:
+        proxy.close()
+
+
+def test_streams_outlive_connection_age(resumable: ServerThread) -> None:
+    """With a 1 s connection age, a 3 s stream and unary calls beside it all succeed."""
+    trial = _trial(60)
+    with Client(resumable.target) as client:
+        expected = client.predict(*trial, model="tiny")
+        with client.stream(model="tiny") as session:
+            got = []
+            for t in range(60):
+                got.append(session.step(*(a[t] for a in trial)))
+                if t % 10 == 0:
+                    assert client.predict(*(a[:3] for a in trial), model="tiny").shape == (3, 40)
+                time.sleep(0.05)
+            assert session.recovery.resumes == 0
+            assert session.recovery.handoffs == 0
+    assert np.allclose(np.concatenate(got), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_client_that_never_reads_is_ended_and_freed(repository: Path) -> None:
+    settings = local_settings(repository, versions="specific:1", idle_timeout_s=1.0)
+    running = ServerThread(settings).start()
+    try:
+        video, behavior, pupil = _trial(20)
+        big = pb.StreamPredictRequest(
+            frames=pb.StreamFrames(
+                video=to_tensor(video), behavior=to_tensor(behavior), pupil_center=to_tensor(pupil)
+            )
+        )
+        requests = [pb.StreamPredictRequest(open=pb.StreamOpen(model="sensorium"))]
+        requests += [big] * 400  # 400 replies of 20 x 8,000 floats that nobody reads
+        with grpc.insecure_channel(running.target) as channel:
+            call = pb_grpc.PredictorStub(channel).StreamPredict(iter(requests))
+            deadline = time.monotonic() + 20
+            while running.sessions == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert running.sessions == 1
+            while running.sessions and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert running.sessions == 0, "a stream with unread replies was kept open"
+            with pytest.raises(grpc.RpcError) as caught:
+                for _ in call:
+                    pass
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "replies unread for 1 s" in caught.value.details()
+    finally:
+        running.stop()
+
+
+def test_steps_have_their_own_lane(repository: Path) -> None:
+    """One clip worker and a queue of one per lane: clips in flight never refuse a step."""
+    settings = local_settings(
+        repository, versions="specific:1", clip_workers=1, max_queue=1, clip_chunk_frames=50
+    )
+    running = ServerThread(settings).start()
+    try:
+        trial = _trial(300)
+        with Client(running.target, retries=0) as client, client.stream(model="tiny") as session:
+            with concurrent.futures.ThreadPoolExecutor(3) as pool:
+                clips = [pool.submit(client.predict, *trial, model="sensorium") for _ in range(3)]
+                steps = 0
+                while not all(c.done() for c in clips):
+                    session.step(*(a[steps % 300] for a in trial))
+                    steps += 1
+                outcomes = [c.exception() for c in clips]
+        assert steps > 0
+        assert any(e is None for e in outcomes)  # clips ran
+        assert any(e is not None and "1 clip requests" in str(e) for e in outcomes)
+    finally:
+        running.stop()
+
+
+def test_a_closed_session_is_freed_at_once_and_cannot_resume(resumable: ServerThread) -> None:
+    with Client(resumable.target) as client:
+        session = client.stream(model="tiny")
+        session_id = session.info.session_id
+        session.close()
+        assert resumable.sessions == 0
+        with pytest.raises(grpc.RpcError) as caught:
+            Raw(resumable.target, pb.StreamOpen(resume_session_id=session_id))
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
