@@ -23,6 +23,7 @@ class Proxy:
         self._lock = threading.Lock()
         self._swallow = threading.Event()
         self.cuts = 0
+        self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -35,8 +36,16 @@ class Proxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            server = socket.create_connection(self.upstream)
+            try:
+                server = socket.create_connection(self.upstream)
+            except OSError:
+                client.close()
+                continue
             with self._lock:
+                if self._closed:
+                    client.close()
+                    server.close()
+                    return
                 self._sockets += [client, server]
             threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
             threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
@@ -71,5 +80,8 @@ class Proxy:
         self.cuts += 1
 
     def close(self) -> None:
+        """Stop accepting and break every connection."""
+        with self._lock:
+            self._closed = True
         self.cut()
         self._listener.close()

@@ -95,13 +95,19 @@ def test_concurrent_streams_do_not_mix_state(server: ServerThread, sample: Trial
     assert not np.allclose(results[0], results[1])
 
 
-def test_cancel_mid_stream_frees_the_session(server: ServerThread, sample: Trial) -> None:
+def test_cancel_mid_stream_frees_the_session_after_the_resume_window(
+    strict_server: ServerThread, sample: Trial
+) -> None:
+    """A vanished client's session waits the idle timeout (0.5 s here) for a resume."""
+    server = strict_server
     video, behavior, pupil = sample
     with Client(server.target) as client:
         session = client.stream(model="sensorium")
         session.step(video[0], behavior[0], pupil[0])
         assert server.sessions == 1
         session.cancel()
+        time.sleep(0.2)
+        assert server.sessions == 1  # detached, resumable
         deadline = time.monotonic() + 5
         while server.sessions and time.monotonic() < deadline:
             time.sleep(0.02)

@@ -210,14 +210,17 @@ def test_steps_have_their_own_lane(repository: Path) -> None:
     running = ServerThread(settings).start()
     try:
         trial = _trial(300)
-        with Client(running.target, retries=0) as client, client.stream(model="tiny") as session:
-            with concurrent.futures.ThreadPoolExecutor(3) as pool:
-                clips = [pool.submit(client.predict, *trial, model="sensorium") for _ in range(3)]
-                steps = 0
-                while not all(c.done() for c in clips):
-                    session.step(*(a[steps % 300] for a in trial))
-                    steps += 1
-                outcomes = [c.exception() for c in clips]
+        with (
+            Client(running.target, retries=0) as client,
+            client.stream(model="tiny") as session,
+            concurrent.futures.ThreadPoolExecutor(3) as pool,
+        ):
+            clips = [pool.submit(client.predict, *trial, model="sensorium") for _ in range(3)]
+            steps = 0
+            while not all(c.done() for c in clips):
+                session.step(*(a[steps % 300] for a in trial))
+                steps += 1
+            outcomes = [c.exception() for c in clips]
         assert steps > 0
         assert any(e is None for e in outcomes)  # clips ran
         assert any(e is not None and "1 clip requests" in str(e) for e in outcomes)
