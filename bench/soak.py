@@ -68,6 +68,7 @@ class Server:
             *("--port", str(self.port), "--metrics-port", "-1", "--versions", "latest:1"),
             *("--max-connection-age-s", "60", "--drain-delay-s", "0.5", "--drain-grace-s", "30"),
             *("--max-sessions", "256"),
+            *os.environ.get("SOAK_SERVER_FLAGS", "").split(),
         ]
         with log.open("w") as out:
             self.process = subprocess.Popen(command, stderr=out)

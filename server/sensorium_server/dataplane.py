@@ -6,6 +6,7 @@ numpy arrays, call this, and encode the result; they hold no state themselves.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,7 +70,7 @@ class DataPlane:
             settings.max_queue,
             metrics.observe_inference,
             settings.clip_workers,
-            settings.clip_nice,
+            settings.clip_priority,
         )
         self.sessions = SessionManager(
             settings.max_sessions,
@@ -111,8 +112,13 @@ class DataPlane:
         hold a worker for its whole length while streams wait.
         """
         loaded, runtime = self.resolve(model, version, mouse)
-        feeds = check_inputs(
-            video, behavior, pupil_center, loaded.frame_shape, self.settings.max_clip_frames
+        feeds = await asyncio.to_thread(  # a clip's checks take milliseconds: off the loop
+            check_inputs,
+            video,
+            behavior,
+            pupil_center,
+            loaded.frame_shape,
+            self.settings.max_clip_frames,
         )
         check_response_size(
             video.shape[0], runtime.neuron_count, response_itemsize, self.message_limit
@@ -141,7 +147,8 @@ class DataPlane:
             parts.append(outputs[0][0])
             state = outputs[1:]
             queue_s, compute_s = queue_s + timing.queue_s, compute_s + timing.compute_s
-        return np.concatenate(parts), Timing(queue_s, compute_s)
+        responses = await asyncio.to_thread(np.concatenate, parts)
+        return responses, Timing(queue_s, compute_s)
 
     def open_stream(
         self,

@@ -104,25 +104,27 @@ def providers_for(setting: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def _open(path: Path, settings: Settings, threads: int, nice: int = 0) -> ort.InferenceSession:
-    """An ONNX Runtime session; with ``nice``, its thread pool runs at that lower priority.
+def _open(
+    path: Path, settings: Settings, threads: int, priority: str = "normal"
+) -> ort.InferenceSession:
+    """An ONNX Runtime session whose thread pool runs at OS ``priority``.
 
     ONNX Runtime starts a session's intra-op threads when the session is created, and
-    a new thread inherits its creator's niceness: so the session is created in a
-    short-lived thread whose priority was lowered first.
+    a new thread inherits its creator's priority: so the session is created in a
+    short-lived thread whose priority was set first.
     """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     providers = providers_for(settings.providers)
-    if nice <= 0:
+    if priority == "normal":
         return ort.InferenceSession(str(path), options, providers=providers)
     made: list[ort.InferenceSession | BaseException] = []
 
     def create() -> None:
         try:
-            lower_priority(nice)
+            lower_priority(priority)
             made.append(ort.InferenceSession(str(path), options, providers=providers))
         except BaseException as err:  # re-raised in the caller's thread
             made.append(err)
@@ -170,9 +172,9 @@ def load_version(path: Path, settings: Settings) -> LoadedModel:
         mouse = MouseRuntime(
             name,
             graphs.neuron_ids,
-            _open(graphs.clip, settings, settings.clip_threads, settings.clip_nice),
+            _open(graphs.clip, settings, settings.clip_threads, settings.clip_priority),
             _open(graphs.step, settings, settings.intra_op_threads),
-            _open(graphs.step, settings, settings.clip_threads, settings.clip_nice),
+            _open(graphs.step, settings, settings.clip_threads, settings.clip_priority),
             states,
             dict(entry.get("input_defaults", {})),
         )

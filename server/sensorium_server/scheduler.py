@@ -5,17 +5,19 @@ queue in front of its own pool of threads (ONNX Runtime releases the GIL, so the
 event loop keeps serving while graphs run): stream steps run on the ``step`` lane,
 whole clips and clip chunks on the ``clip`` lane. A stream step therefore never
 waits behind clip work for a thread, and clip concurrency is capped by the clip
-lane's size, and its threads run at a lower OS priority (``--clip-nice``), so that
-on a busy machine a step gets the CPU first. Each lane measures queue and compute time.
+lane's size, and its threads run at a lower OS priority (``--clip-priority``), so
+that on a busy machine a step gets the CPU first. Each lane measures queue and compute time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -36,27 +38,75 @@ class Timing:
 Observer = Callable[[str, str, Timing], None]
 
 
-def lower_priority(nice: int) -> None:
-    """Lower the calling thread's OS priority by ``nice`` (Linux: per thread)."""
-    if nice > 0 and hasattr(os, "setpriority"):
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+def lower_priority(priority: str) -> None:
+    """Set the calling thread's OS priority: "idle", "low" or "normal" (Linux: per thread).
+
+    "idle" is SCHED_IDLE: the thread runs only when no other thread wants the CPU.
+    Threads started afterwards by this one (ONNX Runtime's pool) inherit it.
+    """
+    tid = threading.get_native_id()
+    if hasattr(os, "SCHED_IDLE"):
+        policy = os.SCHED_IDLE if priority == "idle" else os.SCHED_OTHER
+        with contextlib.suppress(PermissionError):  # leaving SCHED_IDLE may need privileges
+            os.sched_setscheduler(tid, policy, os.sched_param(0))
+    if hasattr(os, "setpriority"):
+        with contextlib.suppress(PermissionError):  # lowering niceness back needs privileges
+            os.setpriority(os.PRIO_PROCESS, tid, 19 if priority == "low" else 0)
+
+
+@functools.cache
+def can_restore_priority() -> bool:
+    """Whether a thread may go back to normal priority (root, or CAP_SYS_NICE).
+
+    Without it only ONNX Runtime's own threads for clips run at the lower priority
+    (set once, when the session is created); the lane's threads stay normal.
+    """
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            lower_priority("idle")
+            tid = threading.get_native_id()
+            if hasattr(os, "SCHED_IDLE"):
+                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+            if hasattr(os, "setpriority"):
+                os.setpriority(os.PRIO_PROCESS, tid, 0)
+            result.append(True)
+        except PermissionError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, name="priority-probe")
+    thread.start()
+    thread.join()
+    return result[0]
 
 
 class Lane:
     """A pool of threads and the count of inferences waiting for or running on it."""
 
-    def __init__(self, name: str, workers: int, max_queue: int, nice: int = 0) -> None:
-        """``workers`` threads at niceness ``nice``; at most ``max_queue`` waiting or running."""
+    def __init__(self, name: str, workers: int, max_queue: int, priority: str = "normal") -> None:
+        """``workers`` threads at OS ``priority``; at most ``max_queue`` waiting or running."""
         self.name = name
-        self.executor = ThreadPoolExecutor(
-            workers,
-            thread_name_prefix=f"inference-{name}",
-            initializer=lower_priority,
-            initargs=(nice,),
-        )
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix=f"inference-{name}")
+        self._priority = priority
         self.max_queue = max_queue
         self.pending = 0
+
+    @contextlib.contextmanager
+    def priority(self) -> Iterator[None]:
+        """The lane's OS priority while ONNX Runtime computes (it releases the GIL then).
+
+        Outside the graph run the thread holds the GIL at times; at a low priority it
+        could then be kept off the CPU while the event loop waits for the GIL.
+        """
+        if self._priority == "normal" or not can_restore_priority():
+            yield
+            return
+        lower_priority(self._priority)
+        try:
+            yield
+        finally:
+            lower_priority("normal")
 
     def admit(self) -> None:
         """Count one more inference, or refuse it when the lane is full."""
@@ -77,7 +127,7 @@ class Scheduler:
         max_queue: int,
         observe: Observer | None = None,
         clip_workers: int = 1,
-        clip_nice: int = 0,
+        clip_priority: str = "normal",
     ) -> None:
         """``workers`` step threads, ``clip_workers`` clip threads, a queue limit per lane.
 
@@ -85,7 +135,7 @@ class Scheduler:
         """
         self._lanes = {
             "step": Lane("step", workers, max_queue),
-            "clip": Lane("clip", clip_workers, max_queue, clip_nice),
+            "clip": Lane("clip", clip_workers, max_queue, clip_priority),
         }
         self._observe = observe
 
@@ -113,7 +163,8 @@ class Scheduler:
 
         def work() -> tuple[list[np.ndarray], float, float]:
             started = time.perf_counter()
-            outputs = session.run(None, feeds)
+            with lane.priority():
+                outputs = session.run(None, feeds)
             return outputs, started, time.perf_counter()
 
         try:

@@ -16,13 +16,13 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from sensorium_api.inference import grpc_predict_v2_pb2 as oip
 from sensorium_api.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from sensorium_api.v1 import predictor_pb2 as pb
-from sensorium_api.v1 import predictor_pb2_grpc as pb_grpc
 from sensorium_server.dataplane import DataPlane
 from sensorium_server.health import HealthServicer
 from sensorium_server.metrics import Metrics
 from sensorium_server.oip import InferenceServicer
 from sensorium_server.runtime import ModelStore
 from sensorium_server.servicer import PredictorServicer
+from sensorium_server.servicer import add_to_server as add_predictor
 from sensorium_server.settings import Settings
 from sensorium_server.streams import DRAINING
 
@@ -150,7 +150,7 @@ async def create_server(settings: Settings) -> Server:
     metrics = Metrics()
     plane = DataPlane(settings, ModelStore(), metrics)
     server = grpc.aio.server(options=grpc_options(settings))
-    pb_grpc.add_PredictorServicer_to_server(PredictorServicer(plane), server)
+    add_predictor(PredictorServicer(plane), server)
     inference = InferenceServicer(plane)
     oip_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
     health_servicer = HealthServicer()

@@ -7,6 +7,8 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
+import numpy as np
+from google.protobuf.message import Message
 
 from sensorium_api.v1 import predictor_pb2 as pb
 from sensorium_api.v1 import predictor_pb2_grpc as pb_grpc
@@ -46,9 +48,7 @@ class PredictorServicer(pb_grpc.PredictorServicer):
             return pb.GetModelResponse(model=convert.manifest_message(model))
         raise RuntimeError(UNREACHABLE)
 
-    async def Predict(
-        self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
-    ) -> pb.PredictResponse:
+    async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> bytes:
         """Responses to a whole clip, from the clip graph."""
         async with observe(self._plane.metrics, context, "Predict", request.model) as call:
             dtype = convert.response_dtype(request.response_dtype)
@@ -64,13 +64,8 @@ class PredictorServicer(pb_grpc.PredictorServicer):
             )
             call.model = result.model.name
             self._count_frames(result, "Predict")
-            return pb.PredictResponse(
-                model=result.model.name,
-                version=result.model.version.version,
-                mouse=result.mouse.mouse,
-                responses=convert.responses_tensor(result.responses, dtype),
-                timing=convert.timing_message(result.timing),
-            )
+            # Megabytes of responses: encode off the event loop, where streams are served.
+            return await asyncio.to_thread(_predict_reply, result, dtype)
         raise RuntimeError(UNREACHABLE)
 
     def _count_frames(self, result: Prediction, rpc: str) -> None:
@@ -201,3 +196,39 @@ class PredictorServicer(pb_grpc.PredictorServicer):
                 replayed=result.replayed,
             )
         )
+
+
+def _predict_reply(result: Prediction, dtype: np.dtype) -> bytes:
+    """A serialized ``PredictResponse`` (registered with a pass-through serializer)."""
+    return pb.PredictResponse(
+        model=result.model.name,
+        version=result.model.version.version,
+        mouse=result.mouse.mouse,
+        responses=convert.responses_tensor(result.responses, dtype),
+        timing=convert.timing_message(result.timing),
+    ).SerializeToString()
+
+
+def _serialize(message: bytes | Message) -> bytes:
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
+def add_to_server(servicer: PredictorServicer, server: grpc.aio.Server) -> None:
+    """Register ``servicer``; a handler may return a message or its serialized bytes."""
+    handlers = {
+        "ListModels": grpc.unary_unary_rpc_method_handler(
+            servicer.ListModels, pb.ListModelsRequest.FromString, _serialize
+        ),
+        "GetModel": grpc.unary_unary_rpc_method_handler(
+            servicer.GetModel, pb.GetModelRequest.FromString, _serialize
+        ),
+        "Predict": grpc.unary_unary_rpc_method_handler(
+            servicer.Predict, pb.PredictRequest.FromString, _serialize
+        ),
+        "StreamPredict": grpc.stream_stream_rpc_method_handler(
+            servicer.StreamPredict, pb.StreamPredictRequest.FromString, _serialize
+        ),
+    }
+    service = pb.DESCRIPTOR.services_by_name["Predictor"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_registered_method_handlers(service, handlers)

@@ -32,9 +32,10 @@ class Settings:
     providers: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
     workers: int = 2  # inference threads of the step lane (stream steps)
     clip_workers: int = 1  # inference threads of the clip lane (Predict clips and chunks)
-    # Niceness (0..19) of the clip lane's threads and ONNX Runtime's threads for clips:
-    # on a busy machine stream steps get the CPU first (0: same priority).
-    clip_nice: int = 10
+    # OS priority of the clip lane's threads and of ONNX Runtime's threads for clips:
+    # "idle" (SCHED_IDLE: clips only use CPU that stream steps leave), "low" (nice 19)
+    # or "normal" (the same as steps).
+    clip_priority: str = "idle"
     intra_op_threads: int = 1  # ONNX Runtime threads per streaming step (small, latency-bound)
     clip_threads: int = 0  # ONNX Runtime threads per whole-clip inference (0: one per core)
     # Clips longer than this run as chunks of the step graph (exact): for the default
@@ -67,8 +68,10 @@ class Settings:
         for name, zero in (("clip_chunk_frames", "never"), ("clip_threads", "one per core")):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 ({zero}) or more, got {getattr(self, name)}")
-        if not 0 <= self.clip_nice <= 19:
-            raise ValueError(f"clip_nice must be 0..19, got {self.clip_nice}")
+        if self.clip_priority not in ("idle", "low", "normal"):
+            raise ValueError(
+                f"clip_priority must be idle, low or normal, got {self.clip_priority!r}"
+            )
         if self.providers not in ("auto", "cpu", "cuda"):
             raise ValueError(f"providers must be auto, cpu or cuda, got {self.providers!r}")
         parse_version_policy(self.versions)

@@ -30,6 +30,8 @@ def test_env_vars_set_values_and_flags_win() -> None:
         (["--versions", "newest"], {}, "versions policy 'newest'"),
         (["--workers", "0"], {}, "workers must be at least 1"),
         (["--providers", "tpu"], {}, "providers must be auto, cpu or cuda"),
+        (["--clip-priority", "high"], {}, "clip_priority must be idle, low or normal"),
+        (["--clip-workers", "0"], {}, "clip_workers must be at least 1"),
         ([], {"SENSORIUM_PORT": "eighty"}, "SENSORIUM_PORT='eighty' is not a valid int"),
     ],
 )

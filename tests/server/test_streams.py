@@ -237,3 +237,31 @@ def test_a_closed_session_is_freed_at_once_and_cannot_resume(resumable: ServerTh
         with pytest.raises(grpc.RpcError) as caught:
             Raw(resumable.target, pb.StreamOpen(resume_session_id=session_id))
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def _policies() -> dict[int, int]:
+    """Scheduling policy of each thread of this process (Linux)."""
+    policies = {}
+    for task in Path("/proc/self/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        policies[int(task.name)] = int(fields[38])  # field 41: policy
+    return policies
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_clip_threads_run_at_idle_priority(repository: Path) -> None:
+    """ONNX Runtime's threads for clips are SCHED_IDLE; the step threads are not."""
+    import os
+
+    before = _policies()
+    settings = local_settings(repository, versions="specific:1", clip_threads=2)
+    running = ServerThread(settings).start()
+    try:
+        new = {tid: p for tid, p in _policies().items() if tid not in before}
+        idle = [tid for tid, p in new.items() if p == os.SCHED_IDLE]
+        assert idle, f"no SCHED_IDLE thread among {new}"
+        assert any(p == os.SCHED_OTHER for p in new.values())
+        with Client(running.target) as client:  # clips still run
+            assert client.predict(*_trial(120), model="sensorium").shape == (120, 8000)
+    finally:
+        running.stop()
