@@ -7,6 +7,7 @@ numpy arrays, call this, and encode the result; they hold no state themselves.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,6 +80,13 @@ class DataPlane:
             metrics.stream_events.labels("expired").inc,
         )
         self.draining = False
+        # While draining: the monotonic time by which clip work must be done (None: no limit).
+        self.clip_deadline: float | None = None
+
+    def drain(self, seconds: float) -> None:
+        """Start draining: clips not done within ``seconds`` stop at their next chunk."""
+        self.draining = True
+        self.clip_deadline = time.monotonic() + seconds
 
     def _count_sessions(self, model: str) -> None:
         self.metrics.sessions.labels(model).set(self.sessions.by_model(model))
@@ -140,6 +148,7 @@ class DataPlane:
         state = runtime.initial_state()
         parts, queue_s, compute_s = [], 0.0, 0.0
         for start in range(0, feeds["video"].shape[1], chunk):
+            self._check_clip_deadline()
             part = {name: array[:, start : start + chunk] for name, array in feeds.items()}
             outputs, timing = await self.scheduler.run(
                 runtime.chunks, runtime.step_feeds(part, state), (loaded.name, "clip")
@@ -149,6 +158,14 @@ class DataPlane:
             queue_s, compute_s = queue_s + timing.queue_s, compute_s + timing.compute_s
         responses = await asyncio.to_thread(np.concatenate, parts)
         return responses, Timing(queue_s, compute_s)
+
+    def _check_clip_deadline(self) -> None:
+        """While draining, past the deadline: UNAVAILABLE, so the client retries elsewhere."""
+        if self.clip_deadline is not None and time.monotonic() > self.clip_deadline:
+            raise UnavailableError(
+                "this replica is draining and the clip would not finish before it stops; "
+                "retry on another replica"
+            )
 
     def open_stream(
         self,

@@ -116,7 +116,8 @@ class Server:
         NOT_SERVING before calls are refused. The server exits as soon as no call is
         left, at the latest after the grace.
         """
-        self.plane.draining = True
+        # Clips get the delay and the grace, less a margin for their last chunk.
+        self.plane.drain(max(0.0, delay + grace - max(1.0, grace / 5)))
         await self.health.enter_graceful_shutdown()
         moved = self.plane.sessions.interrupt_all(DRAINING)
         logger.info("draining: %d open streams told to move", moved)
