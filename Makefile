@@ -6,7 +6,7 @@ CONSTRAINTS := constraints/ci.txt
 BUF_VERSION := 1.75.0
 DEMO_DIR := build/demo
 
-.PHONY: help venv run deploy-check image-check synth-small bench-serving bench-scoring synth-default default-model bench-streaming test lint format protos protos-check buf-lint client-only ci clean
+.PHONY: help venv run deploy-check image-check synth-small bench-serving bench-scoring bench-soak bench-mixed synth-default default-model bench-streaming test lint format protos protos-check buf-lint client-only ci clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -46,6 +46,14 @@ bench-streaming: venv  ## budgets of the default architecture (state, step laten
 
 bench-serving: venv  ## the served figures: latency, overhead, 30 Hz streams, memory, Predict vs eager
 	$(BIN)/python bench/serving.py
+
+MINUTES ?= 10
+
+bench-soak: venv  ## rig streams for MINUTES (default 10) under clip load, churn and a drain each minute
+	$(BIN)/python bench/soak.py --minutes $(MINUTES)
+
+bench-mixed: venv  ## 8 rig streams while clips loop on the same server (streams before clips; 2 min)
+	$(BIN)/python bench/soak.py --mixed --minutes 2
 
 bench-scoring: venv  ## scoring throughput through the server vs PyTorch eager (needs build/synth)
 	$(BIN)/python bench/scoring.py

@@ -228,7 +228,7 @@ class AsyncStreamSession:
                 await self._connect(first)
                 break
             except grpc.RpcError as err:
-                if not recoverable(err):
+                if not recoverable(err, first):
                     raise from_rpc_error(err) from None
                 if time.monotonic() > deadline:
                     raise self.recovery.lost(err) from None

@@ -52,6 +52,9 @@ class Connection:
             ("grpc.max_receive_message_length", size),
             ("grpc.max_send_message_length", size),
             ("grpc.enable_retries", 1),
+            # Keep a whole request for a retry (gRPC's default, 256 KiB, holds about 100
+            # frames): a clip refused by a draining replica is retried on another.
+            ("grpc.per_rpc_retry_buffer_size", size),
             ("grpc.service_config", service_config(self.retries)),
         ]
 

@@ -113,9 +113,17 @@ class Recovery:
         )
 
 
-def recoverable(error: grpc.RpcError) -> bool:
-    """A broken connection (or a replica that cannot take the stream now)."""
-    return bool(error.code() == grpc.StatusCode.UNAVAILABLE)
+def recoverable(error: grpc.RpcError, first: pb.StreamPredictRequest | None = None) -> bool:
+    """A broken connection, or a replica that cannot take the stream now.
+
+    A handoff (``first`` opens from a snapshot) also tries on past a replica that
+    serves another model version (FAILED_PRECONDITION): during a rollout another
+    replica may still serve the snapshot's version.
+    """
+    code = error.code()
+    if first is not None and first.open.HasField("snapshot"):
+        return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.FAILED_PRECONDITION)
+    return bool(code == grpc.StatusCode.UNAVAILABLE)
 
 
 def backoff(attempt: int) -> float:

@@ -275,8 +275,8 @@ class StreamSession:
                 self._opened(self._next())
                 break
             except grpc.RpcError as err:
-                if not recoverable(err) or time.monotonic() > deadline:
-                    if recoverable(err):
+                if not recoverable(err, first) or time.monotonic() > deadline:
+                    if recoverable(err, first):
                         raise self.recovery.lost(err) from None
                     raise from_rpc_error(err) from None
                 error = err
