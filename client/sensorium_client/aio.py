@@ -59,14 +59,19 @@ class AsyncClient:
     async def _call(
         self, method: Any, request: Any, timeout: float | None, metadata: Sequence[tuple[str, str]]
     ) -> Any:
-        try:
-            return await method(
-                request,
-                timeout=self.connection.timeout if timeout is None else timeout,
-                metadata=self.connection.call_metadata(metadata),
-            )
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+        attempt = 0
+        while True:  # every unary call is idempotent: retry UNAVAILABLE (a draining replica)
+            try:
+                return await method(
+                    request,
+                    timeout=self.connection.timeout if timeout is None else timeout,
+                    metadata=self.connection.call_metadata(metadata),
+                )
+            except grpc.RpcError as err:
+                if not recoverable(err) or attempt >= self.connection.retries:
+                    raise from_rpc_error(err) from None
+            await asyncio.sleep(backoff(attempt + 3))
+            attempt += 1
 
     async def models(
         self, timeout: float | None = None, metadata: Sequence[tuple[str, str]] = ()

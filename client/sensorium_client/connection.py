@@ -26,7 +26,9 @@ class Connection:
         target: ``host:port``, or ``dns:///name:port`` to balance over every address
             the name resolves to (a headless Kubernetes Service).
         timeout: Default deadline of a unary call, in seconds.
-        retries: Retries of a call that failed with UNAVAILABLE (nothing else).
+        retries: Retries of a unary call that failed with UNAVAILABLE (nothing else),
+            by the channel and again by the SDK (a large request, or a replica that
+            went away mid-call).
         tls: Use TLS; ``root_certificates`` (PEM) overrides the system roots, and
             ``private_key`` with ``certificate_chain`` give a client certificate.
         token: Sent as ``authorization: Bearer <token>`` on every call.

@@ -168,3 +168,31 @@ def _refused(address: str, code: grpc.StatusCode, needle: str, **open_fields) ->
             list(call)
     assert caught.value.code() == code, caught.value.details()
     assert needle in caught.value.details()
+
+
+def test_a_clip_that_would_outlast_the_drain_is_refused_for_a_retry(repository: Path) -> None:
+    """Past the grace's deadline a chunked clip stops with UNAVAILABLE; the server exits 0."""
+    import concurrent.futures
+
+    from sensorium_client import UnavailableError
+
+    flags = ("--versions", "specific:1", "--drain-delay-s", "0", "--drain-grace-s", "1")
+    server = ServerProcess(repository, *flags, "--clip-chunk-frames", "10")
+    try:
+        video, behavior, pupil = _trial(3000)
+        with (
+            Client(server.address, retries=0, timeout=120) as client,
+            concurrent.futures.ThreadPoolExecutor(1) as pool,
+        ):
+            clip = pool.submit(client.predict, video, behavior, pupil, model="sensorium")
+            time.sleep(1.0)
+            assert not clip.done()
+            server.terminate()
+            with pytest.raises(UnavailableError, match="draining"):
+                clip.result(60)
+        assert server.wait(30) == 0
+        drain = "".join(server.log)
+        drain = drain[drain.index("draining") :]
+        assert "Traceback" not in drain, drain
+    finally:
+        server.kill()
