@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from types import TracebackType
@@ -206,6 +207,8 @@ class AsyncStreamSession:
                 await self._raise_status()
                 raise ServerError("the server ended the stream")
             if reply.WhichOneof("kind") == "draining":
+                with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
+                    await self._call.done_writing()  # the server waits for it to exit
                 self.recovery.handoffs += 1
                 handoff = self.recovery.handoff_request(reply.draining.snapshot)
                 reply = await self._recover(handoff, request, None)

@@ -247,6 +247,7 @@ class StreamSession:
                 continue
             got = reply.WhichOneof("kind")
             if got == "draining":
+                self._requests.put(_CLOSE)  # half-close: the server waits for it to exit
                 self.recovery.handoffs += 1
                 handoff = self.recovery.handoff_request(reply.draining.snapshot)
                 reply = self._recover(handoff, request, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 
@@ -96,9 +97,12 @@ class PredictorServicer(pb_grpc.PredictorServicer):
                 session, origin = await self._open(first.open, stream.attachment)
                 call.model = session.model.name
                 await stream.write(self._opened(session, origin))
+                stream.drain(functools.partial(self._hand_over, stream, session))
                 if self._plane.draining:  # a resume while draining: hand the state over now
                     stream.attachment.interrupt(DRAINING)
                 while (request := await stream.read()) is not None:
+                    if stream.attachment.reason is not None:
+                        break  # not answered: the client sends it again where it continues
                     await stream.write(await self._handle(session, request))
                 await self._end(stream, session)
             except asyncio.CancelledError:  # the client cancelled, or its connection broke
@@ -115,16 +119,21 @@ class PredictorServicer(pb_grpc.PredictorServicer):
         """The client half-closed (nothing to do), or the call was interrupted."""
         reason = stream.attachment.reason
         if reason == DRAINING:
-            async with session.lock:
-                snapshot = convert.snapshot_message(self._plane.snapshot(session))
-            await stream.write(
-                pb.StreamPredictResponse(
-                    draining=pb.StreamDraining(reason=reason, snapshot=snapshot)
-                )
-            )
-            self._plane.metrics.stream_events.labels("handed_off").inc()
+            if stream.notice is None:
+                stream.notice = asyncio.ensure_future(self._hand_over(stream, session))
+            await stream.notice
+            await stream.acknowledged()
         elif reason is not None:
             raise FailedPreconditionError(reason)
+
+    async def _hand_over(self, stream: StreamCall, session: StreamSession) -> None:
+        """Send the session's state in the stream's last message (``draining``)."""
+        async with session.lock:
+            snapshot = convert.snapshot_message(self._plane.snapshot(session))
+        await stream.write(
+            pb.StreamPredictResponse(draining=pb.StreamDraining(reason=DRAINING, snapshot=snapshot))
+        )
+        self._plane.metrics.stream_events.labels("handed_off").inc()
 
     async def _open(self, request: pb.StreamOpen, owner: Attachment) -> tuple[StreamSession, int]:
         dtype = convert.response_dtype(request.response_dtype)

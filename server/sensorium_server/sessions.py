@@ -28,20 +28,33 @@ REPLAY_DEPTH = 8
 
 
 class Attachment:
-    """The call a session is attached to; the server can interrupt its wait for input."""
+    """The call a session is attached to; the server can tell it to end.
+
+    ``interrupt(reason)`` wakes a call that waits for its next message (its read is
+    abandoned). A call may instead install ``on_interrupt``, which then decides what
+    to do (a drain sends the state while the read goes on, to see the half-close).
+    """
 
     def __init__(self) -> None:
         """Not waiting, not interrupted."""
         self._timer: asyncio.Timeout | None = None
         self.reason: str | None = None
+        self.on_interrupt: Callable[[str], bool] | None = None
 
     def waiting(self, timer: asyncio.Timeout | None) -> None:
         """The call waits for its next message under ``timer`` (None: not waiting)."""
         self._timer = timer
 
+    def limit_wait(self, seconds: float) -> None:
+        """Bound the call's current wait for a message to ``seconds`` from now."""
+        if self._timer is not None:
+            self._timer.reschedule(asyncio.get_running_loop().time() + seconds)
+
     def interrupt(self, reason: str) -> None:
-        """Wake the call if it is waiting; it sees ``reason`` before its next read."""
+        """Tell the call to end: it sees ``reason`` before its next read."""
         self.reason = reason
+        if self.on_interrupt is not None and self.on_interrupt(reason):
+            return
         if self._timer is not None:
             self._timer.reschedule(asyncio.get_running_loop().time())
 

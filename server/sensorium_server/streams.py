@@ -2,12 +2,17 @@
 
 A stream that sends nothing for ``--idle-timeout-s``, or whose replies go unread that
 long (gRPC flow control holds the write), is ended and its session freed. The server
-can interrupt a call that waits for its next message (drain, a resume elsewhere).
+can interrupt a call that waits for its next message (a resume elsewhere), or have it
+hand over its state (a drain): the notice is written while the call's read goes on,
+so that the call ends on the client's half-close, after the client has the notice
+(a server that closed its connections first could reset them with the notice unread).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 
 import grpc
 
@@ -18,6 +23,7 @@ from sensorium_server.sessions import Attachment
 
 DRAINING = "this replica is draining"
 HALF_CLOSE_CHECK_S = 0.05
+ACK_S = 5.0  # how long a drained stream waits for its client to half-close
 
 
 class StreamCall:
@@ -29,6 +35,8 @@ class StreamCall:
         self._context = context
         self._timeout = plane.settings.idle_timeout_s
         self.attachment = Attachment()
+        self._reading = False
+        self.notice: asyncio.Future[None] | None = None
 
     async def read(self) -> pb.StreamPredictRequest | None:
         """The next message; None at half-close or once interrupted (see ``attachment``).
@@ -41,9 +49,11 @@ class StreamCall:
         try:
             async with asyncio.timeout(self._timeout) as timer:  # no task per message
                 self.attachment.waiting(timer)
+                self._reading = True
                 try:
                     request = await self._context.read()
                 finally:
+                    self._reading = False
                     self.attachment.waiting(None)
         except TimeoutError:
             if self.attachment.reason is not None:
@@ -60,6 +70,36 @@ class StreamCall:
                 raise asyncio.CancelledError
             return None
         return request
+
+    def drain(self, notice: Callable[[], Awaitable[None]]) -> None:
+        """On a drain, send ``notice()`` at once if the call waits for a message.
+
+        Otherwise (a request is being answered) the handler sends it after its reply.
+        """
+
+        def interrupted(reason: str) -> bool:
+            if reason != DRAINING:
+                return False
+            if self._reading and self.notice is None:
+                self.notice = asyncio.ensure_future(send())
+            return True
+
+        async def send() -> None:
+            await notice()
+            self.attachment.limit_wait(ACK_S)  # the read goes on to see the half-close
+
+        self.attachment.on_interrupt = interrupted
+
+    async def acknowledged(self) -> None:
+        """After the last message: wait for the client's half-close, at most ACK_S.
+
+        Messages the client sent meanwhile are dropped: they were not answered, and the
+        client sends them again where it continues. A cancellation propagates.
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ACK_S):
+                while await self._context.read() is not grpc.aio.EOF:
+                    pass
 
     async def write(self, reply: pb.StreamPredictResponse) -> None:
         """Send ``reply``.

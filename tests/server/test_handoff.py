@@ -62,41 +62,48 @@ def test_sigterm_moves_a_300_frame_stream_to_the_other_server(repository: Path) 
 
 
 def test_drain_exits_once_streams_and_watchers_have_moved(repository: Path) -> None:
-    """Only streams and health watchers open: exit right after they move, not at the grace."""
-    server = ServerProcess(repository, *FLAGS)
-    other = ServerProcess(repository, *FLAGS)
+    """Only a stream and a health watcher open: exit right after they move, not at the grace."""
+    servers = [ServerProcess(repository, *FLAGS) for _ in range(2)]
     try:
+        by_replica = {s.replica: s for s in servers}
         statuses: list[str] = []
-
-        def watch() -> None:
-            with grpc.insecure_channel(server.address) as channel:
-                stub = health_pb2_grpc.HealthStub(channel)
-                for reply in stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=60):
-                    statuses.append(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
-
-        watcher = threading.Thread(target=watch)
-        watcher.start()
         video, behavior, pupil = _trial(20)
-        with Client(server.address) as client, client.stream(model="tiny") as session:
+        target = "ipv4:" + ",".join(s.address for s in servers)
+        with Client(target) as client, client.stream(model="tiny") as session:
             session.step(video[:5], behavior[:5], pupil[:5])
-            snapshot_before = session.snapshot()
-            assert snapshot_before.next_frame == 5
+            holder = by_replica[session.info.replica_id]
+
+            def watch() -> None:
+                with grpc.insecure_channel(holder.address) as channel:
+                    stub = health_pb2_grpc.HealthStub(channel)
+                    request = health_pb2.HealthCheckRequest(service="")
+                    for reply in stub.Watch(request, timeout=60):
+                        statuses.append(
+                            health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+                        )
+
+            watcher = threading.Thread(target=watch)
+            watcher.start()
+            time.sleep(0.5)
             started = time.monotonic()
-            server.terminate()
-            assert server.wait(30) == 0
+            holder.terminate()
+            time.sleep(0.2)
+            session.step(video[5:10], behavior[5:10], pupil[5:10])  # reads the notice, moves
+            assert session.recovery.handoffs == 1
+            assert holder.wait(30) == 0
             took = time.monotonic() - started
         watcher.join(10)
         assert not watcher.is_alive(), "the health Watch stream did not end at drain"
         assert statuses[0] == "SERVING"
         assert statuses[-1] == "NOT_SERVING"
-        assert took < 5, f"exit took {took:.1f} s with a 30 s grace"
-        drain = "".join(server.log)
+        assert took < 4, f"exit took {took:.1f} s with a 30 s grace"
+        drain = "".join(holder.log)
         drain = drain[drain.index("draining") :]
         assert "Traceback" not in drain, drain
         assert "CancelledError" not in drain, drain
     finally:
-        server.kill()
-        other.kill()
+        for server in servers:
+            server.kill()
 
 
 @pytest.mark.parametrize("use_async", [False, True])
