@@ -243,7 +243,10 @@ def _policies() -> dict[int, int]:
     """Scheduling policy of each thread of this process (Linux)."""
     policies = {}
     for task in Path("/proc/self/task").iterdir():
-        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
         policies[int(task.name)] = int(fields[38])  # field 41: policy
     return policies
 
