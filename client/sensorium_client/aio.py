@@ -184,7 +184,7 @@ class AsyncStreamSession:
     ) -> pb.StreamPredictResponse:
         if self._closed:
             raise SensoriumError("this stream session is closed")
-        self.recovery.sending(request)
+        self.recovery.sending()
         reply: pb.StreamPredictResponse | None = None
         try:
             await self._call.write(request)
@@ -215,7 +215,7 @@ class AsyncStreamSession:
         got = reply.WhichOneof("kind")
         if got != kind:
             raise ServerError(f"expected a {kind!r} reply, got {got!r}")
-        self.recovery.answered(request, reply)
+        self.recovery.answered(reply)
         return reply
 
     async def _recover(

@@ -80,7 +80,7 @@ class Recovery:
             arrays, self.next_frame if frame_index is None else frame_index
         )
 
-    def answered(self, request: pb.StreamPredictRequest, reply: pb.StreamPredictResponse) -> None:
+    def answered(self, reply: pb.StreamPredictResponse) -> None:
         """Follow the trial: frames move it on, a reset starts a new one."""
         kind = reply.WhichOneof("kind")
         if kind == "responses":
@@ -94,8 +94,8 @@ class Recovery:
             return pb.StreamPredictResponse(reset=pb.StreamResetDone(trial_count=self.trial_count))
         return None
 
-    def sending(self, request: pb.StreamPredictRequest) -> None:
-        """Remember where the trial was when ``request`` left."""
+    def sending(self) -> None:
+        """Remember where the trial was when a request left."""
         self.trial_before = self.trial_count
 
     def deadline(self) -> float:

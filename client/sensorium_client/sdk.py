@@ -154,8 +154,7 @@ class Client:
         """
         if snapshot is not None:
             mouse, model, version = snapshot.mouse, snapshot.model, snapshot.version
-        session = StreamSession(self, mouse, model, version, dtype, metadata, recovery_s, snapshot)
-        return session
+        return StreamSession(self, mouse, model, version, dtype, metadata, recovery_s, snapshot)
 
 
 class StreamSession:
@@ -231,7 +230,7 @@ class StreamSession:
     def _exchange(self, request: pb.StreamPredictRequest, kind: str) -> pb.StreamPredictResponse:
         if self._closed:
             raise SensoriumError("this stream session is closed")
-        self.recovery.sending(request)
+        self.recovery.sending()
         self._requests.put(request)
         while True:
             reply: pb.StreamPredictResponse | None
@@ -256,7 +255,7 @@ class StreamSession:
                 got = reply.WhichOneof("kind")
             if got != kind:
                 raise ServerError(f"expected a {kind!r} reply, got {got!r}")
-            self.recovery.answered(request, reply)
+            self.recovery.answered(reply)
             return reply
 
     def _recover(
@@ -281,10 +280,10 @@ class StreamSession:
                 self._opened(self._next())
                 break
             except grpc.RpcError as err:
-                if not recoverable(err, first) or time.monotonic() > deadline:
-                    if recoverable(err, first):
-                        raise self.recovery.lost(err) from None
+                if not recoverable(err, first):
                     raise from_rpc_error(err) from None
+                if time.monotonic() > deadline:
+                    raise self.recovery.lost(err) from None
                 error = err
             except StopIteration:
                 raise self.recovery.lost(error) from None

@@ -215,8 +215,7 @@ class DataPlane:
         """Reattach ``owner`` to an open session (its previous call, if any, is told to end)."""
         session = self.sessions.find(session_id)
         async with session.lock:  # a step of the previous call finishes first
-            if session.id != self.sessions.find(session_id).id:
-                raise FailedPreconditionError("the session closed while resuming")
+            self.sessions.find(session_id)  # raises if it closed meanwhile
             self.sessions.attach(session, owner)
         self.metrics.stream_events.labels("resumed").inc()
         return session

@@ -139,10 +139,6 @@ class Scheduler:
         }
         self._observe = observe
 
-    def pending(self, lane: str) -> int:
-        """Inferences waiting or running on ``lane``."""
-        return self._lanes[lane].pending
-
     async def run(
         self,
         session: ort.InferenceSession,

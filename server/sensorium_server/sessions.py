@@ -94,6 +94,7 @@ class StreamSession:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     owner: Attachment | None = None
     detached_at: float | None = None
+    expiry: asyncio.TimerHandle | None = None
     replies: deque[Replayable] = field(default_factory=lambda: deque(maxlen=REPLAY_DEPTH))
 
     def reset(self) -> None:
@@ -136,10 +137,6 @@ class SessionManager:
     def __len__(self) -> int:
         """Open sessions, attached or not."""
         return len(self._sessions)
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        """The open sessions (a copy: safe to close while iterating)."""
-        return iter(list(self._sessions.values()))
 
     def open(
         self,
@@ -202,7 +199,7 @@ class SessionManager:
         if session.owner is not None and session.owner is not attachment:
             session.owner.interrupt("the session was resumed by another call")
         session.owner = attachment
-        session.detached_at = None
+        self._keep(session)
 
     def detach(self, session: StreamSession, attachment: Attachment) -> None:
         """The call ``attachment`` broke: keep the session for the resume window."""
@@ -210,17 +207,20 @@ class SessionManager:
             return
         session.owner = None
         session.detached_at = time.monotonic()
-        asyncio.get_running_loop().call_later(self.resume_window_s, self._expire, session)
+        session.expiry = asyncio.get_running_loop().call_later(
+            self.resume_window_s, self._expire, session
+        )
+
+    def _keep(self, session: StreamSession) -> None:
+        """Cancel the session's expiry (it was reattached or closed)."""
+        if session.expiry is not None:
+            session.expiry.cancel()
+        session.expiry = None
+        session.detached_at = None
 
     def _expire(self, session: StreamSession) -> None:
-        detached_at = session.detached_at
-        if (
-            session.owner is None
-            and detached_at is not None
-            and time.monotonic() - detached_at >= self.resume_window_s * 0.999
-        ):
-            self._on_expire()
-            self.close(session)
+        self._on_expire()
+        self.close(session)
 
     def close(self, session: StreamSession) -> None:
         """Forget ``session`` and drop its state."""
@@ -229,7 +229,7 @@ class SessionManager:
         session.state = []
         session.replies.clear()
         session.owner = None
-        session.detached_at = None
+        self._keep(session)
 
     def interrupt_all(self, reason: str) -> int:
         """Interrupt every attached call (drain); returns how many."""
@@ -237,10 +237,6 @@ class SessionManager:
         for owner in attached:
             owner.interrupt(reason)
         return len(attached)
-
-    def attached(self) -> int:
-        """Sessions attached to a call."""
-        return sum(1 for s in self._sessions.values() if s.owner is not None)
 
     def by_model(self, name: str) -> int:
         """Open sessions of model ``name``."""

@@ -51,11 +51,8 @@ def test_sigterm_moves_a_300_frame_stream_to_the_other_server(repository: Path) 
         assert got.shape == expected.shape == (300, 8000)
         assert _relative(got, expected) <= 1e-4
         assert holder.wait(30) == 0
-        log = "".join(holder.log)
-        assert "draining: 1 open streams told to move" in log
-        drain = log[log.index("draining") :]
-        assert "Traceback" not in drain, drain
-        assert "ERROR" not in drain, drain
+        assert "draining: 1 open streams told to move" in "".join(holder.log)
+        _assert_clean_drain(holder, "ERROR")
     finally:
         for server in servers:
             server.kill()
@@ -97,10 +94,7 @@ def test_drain_exits_once_streams_and_watchers_have_moved(repository: Path) -> N
         assert statuses[0] == "SERVING"
         assert statuses[-1] == "NOT_SERVING"
         assert took < 4, f"exit took {took:.1f} s with a 30 s grace"
-        drain = "".join(holder.log)
-        drain = drain[drain.index("draining") :]
-        assert "Traceback" not in drain, drain
-        assert "CancelledError" not in drain, drain
+        _assert_clean_drain(holder, "CancelledError")
     finally:
         for server in servers:
             server.kill()
@@ -198,8 +192,14 @@ def test_a_clip_that_would_outlast_the_drain_is_refused_for_a_retry(repository: 
             with pytest.raises(UnavailableError, match="draining"):
                 clip.result(60)
         assert server.wait(30) == 0
-        drain = "".join(server.log)
-        drain = drain[drain.index("draining") :]
-        assert "Traceback" not in drain, drain
+        _assert_clean_drain(server)
     finally:
         server.kill()
+
+
+def _assert_clean_drain(server: ServerProcess, *also: str) -> None:
+    """No traceback (nor any of ``also``) in the log from the drain on."""
+    log = "".join(server.log)
+    drain = log[log.index("draining") :]
+    for needle in ("Traceback", *also):
+        assert needle not in drain, drain
