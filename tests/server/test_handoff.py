@@ -203,3 +203,23 @@ def _assert_clean_drain(server: ServerProcess, *also: str) -> None:
     drain = log[log.index("draining") :]
     for needle in ("Traceback", *also):
         assert needle not in drain, drain
+
+
+def test_a_stream_whose_server_died_is_lost_after_recovery_s(repository: Path) -> None:
+    """Past ``recovery_s`` of failed reattaching, a step raises StreamLostError."""
+    from sensorium_client.recovery import StreamLostError
+
+    server = ServerProcess(repository, *FLAGS)
+    try:
+        video, behavior, pupil = _trial(4)
+        with Client(server.address, retries=0) as client:
+            session = client.stream(model="tiny", recovery_s=1.0)
+            session.step(video[:2], behavior[:2], pupil[:2])
+            server.kill()
+            started = time.monotonic()
+            with pytest.raises(StreamLostError, match="could not be reattached or moved"):
+                session.step(video[2:], behavior[2:], pupil[2:])
+            assert 1.0 <= time.monotonic() - started < 10
+            session.cancel()
+    finally:
+        server.kill()
