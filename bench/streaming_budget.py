@@ -8,8 +8,10 @@ State, step latency, streaming vs sliding window, ONNX Runtime vs PyTorch eager:
 Targets (issue 4): causal with a temporal receptive field >= 20 frames; state <= 2 MB
 per stream; step (k = 1) p50 <= 3 ms and p99 <= 6 ms; streaming >= 10x cheaper per
 frame than recomputing the receptive-field window; whole 300-frame clip >= 1.5x
-faster in ONNX Runtime than in PyTorch eager. Absolute times count only on the
-machine they were measured on; ratios travel.
+faster in ONNX Runtime than in PyTorch eager. Issue 15: the step (1 thread) at most
+1/120 of a 1-thread 2048^3 float32 matmul timed in the same run; the tiled readout
+against grid sampling on the same weights; per-stream cost of B streams per call.
+Absolute times count only on the machine they were measured on; ratios travel.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from step_cost import STEP_TO_MATMUL, batching_curve, interleaved, matmul_1thread_ms
 from torch.utils.flop_counter import FlopCounterMode
 
 from sensorium_export.graphs import INPUTS, example_inputs
@@ -32,6 +35,8 @@ from sensorium_export.repository import write_version
 from sensorium_train.cores import CoreConfig
 from sensorium_train.model import MouseSpec, SensoriumModel, summarize
 from sensorium_train.train import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def random_model(neurons: int) -> SensoriumModel:
@@ -93,9 +98,11 @@ def main() -> int:
     neurons = model.specs[name].n_neurons
     with tempfile.TemporaryDirectory() as tmp:
         version, _ = write_version(model, {}, Path(tmp), "bench", {})
+        grid, _ = write_version(model, {}, Path(tmp), "grid", {}, readout="grid")
         clip_path = next(version.rglob("clip.onnx"))
         step_path = next(version.rglob("step.onnx"))
         rows = measure(mouse, summary.receptive_field, clip_path, step_path, args.steps)
+        rows += floor_rows(step_path, next(grid.rglob("step.onnx")))
     flops = step_flops(mouse)
     peak = cpu_peak_gflops()
     print(f"\ndefault architecture, {neurons} neurons, {summary.parameters:,} parameters")
@@ -122,6 +129,36 @@ def main() -> int:
     for label, value, target, ok in table:
         print(f"{label:52s} {value:12.3f} {target:>12s}  {'yes' if ok else 'NO'}")
     return 0 if all(row[3] for row in table) else 1
+
+
+def floor_rows(step: Path, grid_step: Path) -> list[tuple[str, float, str, bool]]:
+    """The step against the 1-thread matmul (same run), the readout forms, batching."""
+    default = next((ROOT / "models" / "sensorium" / "1").rglob("step.onnx"))
+    forms = interleaved({"tiled": step, "grid": grid_step, "default": default})
+    matmul = matmul_1thread_ms()
+    ratio = matmul / forms["tiled"]
+    curve = batching_curve(step)
+    gain = 1 - curve[max(curve)] / curve[1]
+    rows = [
+        ("1-thread 2048^3 float32 matmul (ms)", matmul, "", True),
+        ("step k=1, 1 thread, tiled readout: p50 (ms)", forms["tiled"], "", True),
+        ("  ratio matmul / step", ratio, f">= {STEP_TO_MATMUL}", ratio >= STEP_TO_MATMUL),
+        ("step k=1, 1 thread, grid-sampling readout: p50 (ms)", forms["grid"], "", True),
+        ("  ratio grid / tiled", forms["grid"] / forms["tiled"], "", True),
+        ("step k=1, 1 thread, the embedded default model (ms)", forms["default"], "", True),
+        (
+            "  ratio matmul / default-model step",
+            matmul / forms["default"],
+            f">= {STEP_TO_MATMUL}",
+            matmul / forms["default"] >= STEP_TO_MATMUL,
+        ),
+    ]
+    rows += [
+        (f"per-stream step cost, {b} streams per call (ms)", ms, "", True)
+        for b, ms in curve.items()
+    ]
+    rows.append((f"  batching gain at {max(curve)} (1 - per-stream / single)", gain, "", True))
+    return rows
 
 
 def step_flops(mouse: torch.nn.Module) -> int:

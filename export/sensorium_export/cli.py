@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sensorium_data import DataFormatError, Session, find_sessions
-from sensorium_export.graphs import ExportError
+from sensorium_export.graphs import READOUTS, ExportError
+from sensorium_export.recover import rebuild
 from sensorium_export.repository import write_version
 from sensorium_train.train import load_checkpoint
 
@@ -17,8 +18,22 @@ from sensorium_train.train import load_checkpoint
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``sensorium-export``."""
     parser = argparse.ArgumentParser(prog="sensorium-export", description=__doc__)
-    parser.add_argument("--checkpoint", required=True, help="checkpoint.pt from sensorium-train")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint.pt from sensorium-train")
+    source.add_argument(
+        "--from-version",
+        metavar="FOLDER",
+        help="re-export a version this exporter wrote (<repo>/<model>/<version>), without "
+        "its checkpoint: the new graphs must match the old ones to 1e-5",
+    )
     parser.add_argument("--repository", default="models", help="model repository root")
+    parser.add_argument(
+        "--readout",
+        choices=READOUTS,
+        default="tiled",
+        help="graph form of the readout: tiled matrix products (fast; default) or grid "
+        "sampling (the training form); both compute the same",
+    )
     parser.add_argument("--name", default="sensorium", help="model name in the repository")
     parser.add_argument("--version", type=int, help="version number (default: next free)")
     parser.add_argument(
@@ -45,13 +60,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("onnx_ir", "onnxscript", "torch.onnx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
-    model, checkpoint = load_checkpoint(args.checkpoint)
+    previous = Path(args.from_version) if args.from_version else None
     try:
+        model, checkpoint = rebuild(previous) if previous else load_checkpoint(args.checkpoint)
         sessions = _sessions(args.data if args.data is not None else checkpoint["data"])
         target, results = write_version(
-            model, checkpoint, Path(args.repository), args.name, sessions, args.version
+            model,
+            checkpoint,
+            Path(args.repository),
+            args.name,
+            sessions,
+            args.version,
+            previous,
+            args.readout,
         )
-    except (ExportError, DataFormatError, FileExistsError) as err:
+    except (ExportError, DataFormatError, FileExistsError, FileNotFoundError) as err:
         print(f"sensorium-export: {err}", file=sys.stderr)
         return 2
     print(f"wrote {target}")

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from sensorium_train.model import MouseModel
+from sensorium_train.tiled import TiledReadout
 
 logger = logging.getLogger(__name__)
 # The exporter warns once per missing torchvision operator; we use none of them.
@@ -32,13 +33,31 @@ class ExportError(RuntimeError):
     """An exported graph failed a check; nothing was written."""
 
 
+READOUTS = ("tiled", "grid")  # graph forms of the readout; "grid": grid sampling, as trained
+
+
+def serving(model: MouseModel, order: str, readout: str = "tiled") -> MouseModel:
+    """``model`` (eval mode) with its readout in the given serving form (same outputs).
+
+    "tiled" orders ``order`` "windows" suit a few frames per call (the step graph),
+    "taps" whole clips (see :mod:`sensorium_train.tiled`); "grid" keeps grid sampling.
+    """
+    model = model.eval()
+    if readout == "grid":
+        return model
+    if readout != "tiled":
+        raise ExportError(f"unknown readout form {readout!r}; expected one of {READOUTS}")
+    tiled = TiledReadout(model.head.readout, model.feature_shape(), model.head.shifter.bound, order)
+    return type(model)(model.core, model.head, model.normalized, tiled).eval()
+
+
 class ClipGraph(nn.Module):
     """Whole-clip interface of a mouse model."""
 
-    def __init__(self, model: MouseModel) -> None:
-        """Wrap ``model`` (eval mode)."""
+    def __init__(self, model: MouseModel, readout: str = "tiled") -> None:
+        """Wrap ``model`` with the readout ordered for whole clips."""
         super().__init__()
-        self.model = model.eval()
+        self.model = serving(model, "taps", readout)
 
     def forward(
         self, video: torch.Tensor, behavior: torch.Tensor, pupil_center: torch.Tensor
@@ -50,10 +69,10 @@ class ClipGraph(nn.Module):
 class StepGraph(nn.Module):
     """Streaming interface: state tensors in, new state tensors out."""
 
-    def __init__(self, model: MouseModel) -> None:
-        """Wrap ``model`` (eval mode)."""
+    def __init__(self, model: MouseModel, readout: str = "tiled") -> None:
+        """Wrap ``model`` with the readout ordered for a few frames per call."""
         super().__init__()
-        self.model = model.eval()
+        self.model = serving(model, "windows", readout)
 
     def forward(
         self,
@@ -116,12 +135,12 @@ def _export(
         )
 
 
-def export_clip(model: MouseModel, path: Path) -> None:
+def export_clip(model: MouseModel, path: Path, readout: str = "tiled") -> None:
     """Write the whole-clip graph of ``model`` to ``path``."""
     shapes = _shapes({name: {0: "batch", 1: "time"} for name in INPUTS})
     with torch.no_grad():
         _export(
-            ClipGraph(model),
+            ClipGraph(model, readout),
             example_inputs(model, 2, 40),
             path,
             list(INPUTS),
@@ -130,7 +149,7 @@ def export_clip(model: MouseModel, path: Path) -> None:
         )
 
 
-def export_step(model: MouseModel, path: Path) -> list[str]:
+def export_step(model: MouseModel, path: Path, readout: str = "tiled") -> list[str]:
     """Write the streaming step graph; returns the state input names."""
     state = model.initial_state(2)
     state_names = [f"state_{i}" for i in range(len(state))]
@@ -142,7 +161,8 @@ def export_step(model: MouseModel, path: Path) -> list[str]:
     inputs = (*example_inputs(model, 2, 3), *(torch.randn_like(s) for s in state))
     outputs = ["responses", *(f"new_{n}" for n in state_names)]
     with torch.no_grad():
-        _export(StepGraph(model), inputs, path, [*INPUTS, *state_names], outputs, arg_shapes)
+        graph = StepGraph(model, readout)
+        _export(graph, inputs, path, [*INPUTS, *state_names], outputs, arg_shapes)
     return state_names
 
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,8 @@ from sensorium_export.graphs import (
     export_clip,
     export_step,
 )
-from sensorium_export.parity import ParityResult, check_parity
-from sensorium_train.model import SensoriumModel, summarize
+from sensorium_export.parity import ParityResult, check_parity, check_previous
+from sensorium_train.model import MouseModel, SensoriumModel, summarize
 
 MANIFEST = "manifest.json"
 FORMAT = "sensorium-serve model v1"
@@ -84,6 +85,8 @@ def write_version(
     name: str,
     sessions: dict[str, Session] | None = None,
     version: int | None = None,
+    previous: Path | None = None,
+    readout: str = "tiled",
 ) -> tuple[Path, list[ParityResult]]:
     """Export every mouse of ``model``, check it, and write the version.
 
@@ -94,6 +97,9 @@ def write_version(
         name: Model name (folder under the repository).
         sessions: Session per mouse, for parity on real inputs (optional).
         version: Version number; default: the next free integer.
+        previous: A version folder this export replaces (a re-export): every graph
+            must compute what the previous one did (``check_previous``).
+        readout: Graph form of the readout, "tiled" (fast) or "grid" (grid sampling).
 
     Returns:
         The version folder and every parity result.
@@ -106,7 +112,9 @@ def write_version(
         raise FileExistsError(f"{target} exists; versions are never overwritten")
     staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=model_dir))
     try:
-        manifest, results = _build(model, checkpoint, staging, name, version, sessions or {})
+        manifest, results = _build(
+            model, checkpoint, staging, name, version, sessions or {}, previous, readout
+        )
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         staging.rename(target)
     finally:
@@ -121,6 +129,8 @@ def _build(
     name: str,
     version: int,
     sessions: dict[str, Session],
+    previous: Path | None = None,
+    readout: str = "tiled",
 ) -> tuple[dict[str, Any], list[ParityResult]]:
     model.eval()
     mice, files, results = [], {}, []
@@ -132,11 +142,18 @@ def _build(
         graph_dir = folder / "mice" / mouse
         graph_dir.mkdir(parents=True)
         clip, step = graph_dir / "clip.onnx", graph_dir / "step.onnx"
-        export_clip(mouse_model, clip)
+        export_clip(mouse_model, clip, readout)
         check_dynamic_axes(clip, {n: {0: "batch", 1: "time"} for n in INPUTS})
-        export_step(mouse_model, step)
+        export_step(mouse_model, step, readout)
         check_dynamic_axes(step, {n: {0: "batch", 1: "frames"} for n in INPUTS})
-        results += check_parity(mouse_model, clip, step, _cases(model, mouse, sessions.get(mouse)))
+        cases = _cases(model, mouse, sessions.get(mouse))
+        results += check_parity(mouse_model, clip, step, cases)
+        if previous is not None:
+            old = previous / "mice" / mouse
+            zero = _zero_state(mouse_model)
+            results += check_previous(
+                (old / "clip.onnx", old / "step.onnx"), clip, step, cases, zero
+            )
         graphs = {"clip": f"mice/{mouse}/clip.onnx", "step": f"mice/{mouse}/step.onnx"}
         mice.append(
             {
@@ -161,6 +178,7 @@ def _build(
         "name": name,
         "version": version,
         "architecture": model.core_config.kind,
+        "readout_form": readout,
         "causal": True,
         "frame": {"height": h, "width": w, "rate_hz": 30.0},
         "input_channels": INPUT_CHANNELS,
@@ -192,10 +210,18 @@ def _build(
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "trained": checkpoint.get("created", ""),
             "config": checkpoint.get("config", {}),
+            **{k: checkpoint[k] for k in ("rebuilt_from",) if k in checkpoint},
         },
         "files": files,
     }
     return manifest, results
+
+
+def _zero_state(model: MouseModel) -> Callable[[int], list[np.ndarray]]:
+    def zero(batch: int) -> list[np.ndarray]:
+        return [s.numpy() for s in model.initial_state(batch)]
+
+    return zero
 
 
 def _flat_metrics(oracle: dict[str, Any]) -> dict[str, float]:

@@ -71,7 +71,7 @@ def test_refuses_to_write_a_version_that_fails_parity(
     broken = _BrokenModel(model.core_config, list(model.specs.values()))
     broken.load_state_dict(model.state_dict())
     broken.eval()
-    with pytest.raises(ExportError, match=r"parity failed .*stream k=1 vs clip"):
+    with pytest.raises(ExportError, match=r"parity failed: .*stream k=1 vs clip"):
         write_version(broken, checkpoint, tmp_path, "broken", {})
     assert not [p for p in (tmp_path / "broken").iterdir()]  # nothing left behind
 

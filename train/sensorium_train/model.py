@@ -92,12 +92,22 @@ class MouseHead(nn.Module):
 class MouseModel(nn.Module):
     """One mouse's view of a :class:`SensoriumModel`: raw inputs in, responses out."""
 
-    def __init__(self, core: nn.Module, head: MouseHead, normalized: bool = False) -> None:
-        """Share ``core`` and ``head`` (no copies); ``normalized`` skips the std scaling."""
+    def __init__(
+        self,
+        core: nn.Module,
+        head: MouseHead,
+        normalized: bool = False,
+        readout: nn.Module | None = None,
+    ) -> None:
+        """Share ``core`` and ``head`` (no copies); ``normalized`` skips the std scaling.
+
+        ``readout`` replaces the head's readout (export: its tiled serving form).
+        """
         super().__init__()
         self.core = core
         self.head = head
         self.normalized = normalized
+        self.serving_readout = readout
 
     def _respond(
         self,
@@ -107,7 +117,8 @@ class MouseModel(nn.Module):
         neurons: torch.Tensor | None = None,
     ) -> torch.Tensor:
         gain = self.head.modulator(behavior, neurons)
-        drive = self.head.readout(features, self.head.shifter(pupil), neurons, gain)
+        readout = self.serving_readout or self.head.readout
+        drive = readout(features, self.head.shifter(pupil), neurons, gain)
         log_scale = self.head.log_scale if neurons is None else self.head.log_scale[neurons]
         responses = F.softplus(drive) * torch.exp(log_scale)
         if self.normalized:
@@ -145,6 +156,11 @@ class MouseModel(nn.Module):
         x, behavior, pupil = self.head.normalizer(video, behavior, pupil_center)
         features, state = self.core.step(x, state)  # type: ignore[operator]
         return self._respond(features, behavior, pupil), state
+
+    def feature_shape(self) -> tuple[int, int]:
+        """(H, W) of the core's feature maps, which the readout samples."""
+        state = self.initial_state(1)[0]  # (B, C, context, H', W') in both cores
+        return int(state.shape[-2]), int(state.shape[-1])
 
     def initial_state(self, batch: int = 1) -> list[torch.Tensor]:
         """Zero state of a new trial."""

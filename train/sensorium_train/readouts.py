@@ -60,6 +60,8 @@ class InputNormalizer(nn.Module):
 class Shifter(nn.Module):
     """Pupil centre (B, T, 2) -> shift of every readout position (B, T, 2)."""
 
+    bound = 0.5  # |shift| < bound (grid units): a tanh scaled by it
+
     def __init__(self, hidden: int = 16) -> None:
         """A small MLP, initialised to shift nothing."""
         super().__init__()
@@ -70,7 +72,7 @@ class Shifter(nn.Module):
 
     def forward(self, pupil: torch.Tensor) -> torch.Tensor:
         """Shift in normalised grid units (-1..1)."""
-        return self.net(pupil) * 0.5
+        return self.net(pupil) * self.bound
 
 
 class Modulator(nn.Module):

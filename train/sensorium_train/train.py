@@ -204,13 +204,18 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def core_config_from(raw: dict[str, Any]) -> CoreConfig:
+    """A core config as JSON holds it (lists for tuples), from any checkpoint's age."""
+    older = {"spatial_dilations": [1, 1, 1], "stack": False}  # checkpoints from before these
+    core = {**older, **raw}
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in core.items()}
+    return CoreConfig(**fields)
+
+
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[SensoriumModel, dict[str, Any]]:
     """Rebuild the model of a checkpoint written by :func:`train`."""
     checkpoint = torch.load(path, map_location=device, weights_only=False)
-    older = {"spatial_dilations": [1, 1, 1], "stack": False}  # checkpoints from before these
-    core = {**older, **checkpoint["config"]["core"]}
-    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in core.items()}
-    core_config = CoreConfig(**fields)
+    core_config = core_config_from(checkpoint["config"]["core"])
     specs = [MouseSpec(**{**m, "frame_shape": tuple(m["frame_shape"])}) for m in checkpoint["mice"]]
     model = SensoriumModel(core_config, specs)
     model.load_state_dict(checkpoint["state_dict"])

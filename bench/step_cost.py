@@ -1,0 +1,89 @@
+"""The streaming step against this CPU's compute floor, graph forms and batching.
+
+Helpers of ``streaming_budget.py`` (``make bench-streaming``); every figure is a
+median of interleaved rounds, so that drift on a shared machine hits all alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+MATMUL_SIZE = 2048
+STEP_TO_MATMUL = 120  # budget: a step costs at most 1/120 of a 1-thread 2048^3 sgemm
+
+
+def matmul_1thread_ms(rounds: int = 5) -> float:
+    """Median ms of one 2048^3 float32 matrix product on one thread (PyTorch's BLAS)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a = torch.rand(MATMUL_SIZE, MATMUL_SIZE)
+        a @ a  # warm-up
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            a @ a
+            times.append((time.perf_counter() - start) * 1e3)
+        return statistics.median(times)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _feeds(session: ort.InferenceSession, batch: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for item in session.get_inputs():
+        shape = [batch, 1 if isinstance(item.shape[1], str) else item.shape[1], *item.shape[2:]]
+        feeds[item.name] = rng.random(shape, dtype=np.float32)
+    feeds["video"] *= 255
+    feeds["pupil_center"] += np.array([160, 110], np.float32)
+    return feeds
+
+
+def _round(session: ort.InferenceSession, feeds: dict[str, np.ndarray], calls: int) -> float:
+    """Median ms of ``calls`` runs after a short warm-up."""
+    for _ in range(10):
+        session.run(None, feeds)
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        session.run(None, feeds)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def interleaved(
+    graphs: dict[str, Path], rounds: int = 7, calls: int = 100, batch: int = 1
+) -> dict[str, float]:
+    """Median step ms (k = 1, one thread) of each graph, rounds alternating between them."""
+    sessions = {label: _session(path) for label, path in graphs.items()}
+    feeds = {label: _feeds(s, batch) for label, s in sessions.items()}
+    medians: dict[str, list[float]] = {label: [] for label in graphs}
+    for _ in range(rounds):
+        for label, session in sessions.items():
+            medians[label].append(_round(session, feeds[label], calls))
+    return {label: statistics.median(values) for label, values in medians.items()}
+
+
+def batching_curve(step: Path, batches: tuple[int, ...] = (1, 2, 4, 8, 16)) -> dict[int, float]:
+    """Per-stream ms of one step call that carries ``B`` streams (k = 1, one thread)."""
+    session = _session(step)
+    feeds = {b: _feeds(session, b) for b in batches}
+    per_stream: dict[int, list[float]] = {b: [] for b in batches}
+    for _ in range(5):
+        for b in batches:
+            per_stream[b].append(_round(session, feeds[b], max(20, 200 // b)) / b)
+    return {b: statistics.median(values) for b, values in per_stream.items()}
