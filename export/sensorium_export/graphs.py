@@ -20,6 +20,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from sensorium_export.rewrite import rewrite
 from sensorium_train.model import MouseModel
 from sensorium_train.tiled import TiledReadout
 
@@ -133,6 +134,7 @@ def _export(
             optimize=True,
             external_data=False,
         )
+    rewrite(path)
 
 
 def export_clip(model: MouseModel, path: Path, readout: str = "tiled") -> None:

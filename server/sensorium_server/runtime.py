@@ -105,15 +105,18 @@ def providers_for(setting: str) -> list[str]:
 
 
 def _open(
-    path: Path, settings: Settings, threads: int, priority: str = "normal"
+    path: Path, settings: Settings, threads: int, priority: str = "normal", arena: bool = True
 ) -> ort.InferenceSession:
     """An ONNX Runtime session whose thread pool runs at OS ``priority``.
 
     ONNX Runtime starts a session's intra-op threads when the session is created, and
     a new thread inherits its creator's priority: so the session is created in a
-    short-lived thread whose priority was set first.
+    short-lived thread whose priority was set first. Without ``arena`` a run's
+    buffers go back to the system when it ends (whole clips: otherwise the process
+    would keep the largest clip's peak for good).
     """
     options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = arena
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -172,7 +175,9 @@ def load_version(path: Path, settings: Settings) -> LoadedModel:
         mouse = MouseRuntime(
             name,
             graphs.neuron_ids,
-            _open(graphs.clip, settings, settings.clip_threads, settings.clip_priority),
+            _open(
+                graphs.clip, settings, settings.clip_threads, settings.clip_priority, arena=False
+            ),
             _open(graphs.step, settings, settings.intra_op_threads),
             _open(graphs.step, settings, settings.clip_threads, settings.clip_priority),
             states,

@@ -38,7 +38,8 @@ from sensorium_train.readouts import GaussianReadout
 class TiledReadout(nn.Module):
     """A :class:`GaussianReadout` (evaluation mode) as tiled matrix products."""
 
-    windows: torch.Tensor
+    origins: torch.Tensor
+    first: torch.Tensor
     weights: torch.Tensor
     slots: torch.Tensor
     local: torch.Tensor
@@ -69,14 +70,6 @@ class TiledReadout(nn.Module):
         mu = readout.mu.detach().double().numpy().clip(-limit, limit)
         position = ((mu + 1) * size - 1) / 2  # pixel coordinates of grid_sample
         origin = np.floor(np.floor(position) / tile).astype(np.int64) * tile
-        # Whole-pixel shifts lie in [low, high]; pad the map so every window fits.
-        low = np.floor(-self.max_shift * size / 2).astype(np.int64)
-        high = np.floor(self.max_shift * size / 2).astype(np.int64)
-        before = np.maximum(0, -(origin.min(0) + low))
-        after = np.maximum(0, origin.max(0) + high + tile + 1 - (size.astype(np.int64) - 1))
-        self.pad = (int(before[0]), int(after[0]), int(before[1]), int(after[1]))
-        self.padded_width = self.width + self.pad[0] + self.pad[1]
-        self.pixels = self.padded_width * (self.height + self.pad[2] + self.pad[3])
         span = tile + 2
         entries: list[tuple[int, int, np.ndarray]] = []
         order_of = np.lexsort((origin[:, 0], origin[:, 1]))
@@ -87,27 +80,26 @@ class TiledReadout(nn.Module):
             for first in range(0, len(members), group):
                 entries.append((int(ox), int(oy), members[first : first + group]))
         features = readout.features.detach().float()
-        channels = features.shape[1]
-        windows = np.zeros((len(entries), span * span), dtype=np.int64)
-        weights = torch.zeros(len(entries), channels, group)
+        weights = torch.zeros(len(entries), features.shape[1], group)
         slots = np.zeros(len(mu), dtype=np.int64)
-        offsets = np.arange(span)
-        for e, (ox, oy, members) in enumerate(entries):
-            rows = oy + self.pad[2] + offsets
-            cols = ox + self.pad[0] + offsets
-            windows[e] = (rows[:, None] * self.padded_width + cols[None, :]).ravel()
+        for e, (_, _, members) in enumerate(entries):
             weights[e, :, : len(members)] = features[torch.from_numpy(members)].t()
             slots[members] = e * group + np.arange(len(members))
         self.entries = len(entries)
-        self.register_buffer("windows", torch.from_numpy(windows))
+        self.register_buffer(
+            "origins", torch.tensor([[e[0] for e in entries], [e[1] for e in entries]])
+        )
         self.register_buffer("weights", weights)
         self.register_buffer("slots", torch.from_numpy(slots))
+        # Where a neuron's window pixels start in one frame's products (E, S², G).
+        start = (slots // group) * span * span * group + slots % group
+        self.register_buffer("first", torch.from_numpy(start))
         # Position within the neuron's window before the shift, (2, N) as x, y.
         self.register_buffer("local", torch.from_numpy((position - origin).T.copy()).float())
         self.register_buffer("bias", readout.bias.detach().float().clone())
 
     def _within(self, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Shift (M, 2) -> whole-pixel window offset (M,) and positions in the windows.
+        """Shift (M, 2) -> whole-pixel shift (M, 2) and positions in the windows.
 
         Positions are axis-major, (2, M, N) as x, y, each in [0, tile + 1): neuron
         vectors stay contiguous, which elementwise kernels run fastest on.
@@ -116,48 +108,65 @@ class TiledReadout(nn.Module):
         pixels = shift.clamp(-self.max_shift, self.max_shift) * half
         whole = torch.floor(pixels)
         within = self.local[:, None, :] + (pixels - whole).t()[:, :, None]
-        offset = (whole[:, 1] * self.padded_width + whole[:, 0]).long()
-        return offset, within
+        return whole.long(), within
 
-    def _pixels(self, frames: torch.Tensor) -> torch.Tensor:
-        """(M, C, H, W) -> zero-padded pixels as rows (M * pixels, C)."""
-        padded = nn.functional.pad(frames, self.pad)
-        return padded.flatten(2).transpose(1, 2).reshape(-1, frames.shape[1])
+    def _pixels(
+        self, features: torch.Tensor, whole: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pixel rows, the row of every window pixel, and whether it lies on the map.
 
-    def _by_windows(self, frames: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-        m, span = frames.shape[0], self.tile + 2
-        offset, within = self._within(shift)
-        start = offset + torch.arange(m) * self.pixels
-        gathered = self._pixels(frames)[self.windows[None] + start[:, None, None]]  # (M,E,S²,C)
-        products = gathered @ self.weights[None]  # (M, E, S², G)
-        # Per frame: slot-major values, S² per slot; each neuron reads its 2 x 2 pixels.
-        values = products.transpose(2, 3).reshape(m, -1)
+        Features (B, C, T, H, W) become rows (B * T * H * W, C) (one copy); window
+        pixels are (M, E, S, S); a pixel off the map reads zeros, so ``inside`` (1.0
+        or 0.0) zeroes its products.
+        """
+        b, c, t = features.shape[:3]
+        pixels = self.height * self.width
+        rows = features.permute(0, 2, 3, 4, 1).reshape(-1, c)
+        taps = torch.arange(self.tile + 2)
+        x = self.origins[0][None, :, None] + whole[:, 0, None, None] + taps  # (M, E, S)
+        y = self.origins[1][None, :, None] + whole[:, 1, None, None] + taps
+        inside_y = (y >= 0) & (y < self.height)
+        inside_x = (x >= 0) & (x < self.width)
+        inside = inside_y[..., :, None] & inside_x[..., None, :]
+        index = torch.where(inside, y[..., :, None] * self.width + x[..., None, :], 0)
+        index = index + (torch.arange(b * t) * pixels)[:, None, None, None]
+        return rows, index, inside.to(features.dtype)
+
+    def _by_windows(self, features: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        m, span, group = shift.shape[0], self.tile + 2, self.group
+        whole, within = self._within(shift)
+        rows, index, inside = self._pixels(features, whole)
+        gathered = rows.index_select(0, index.flatten()).reshape(m, self.entries, span * span, -1)
+        on_map = inside.reshape(m, self.entries, span * span, 1)
+        products = ((gathered @ self.weights) * on_map).reshape(m, -1)  # (M, E * S² * G)
         corner = torch.floor(within).clamp(max=self.tile)  # (2, M, N)
         fraction = within - corner
-        first = (self.slots * (span * span))[None] + (corner[1] * span + corner[0]).long()
-        index = torch.cat([first, first + 1, first + span, first + span + 1], dim=1)
-        v00, v01, v10, v11 = values.gather(1, index).chunk(4, dim=1)  # (M, N) each
+        first = self.first[None] + (corner[1] * span + corner[0]).long() * group
+        step = span * group
+        pick = torch.cat([first, first + group, first + step, first + step + group], dim=1)
+        v00, v01, v10, v11 = products.gather(1, pick).chunk(4, dim=1)  # (M, N) each
         fx, fy = fraction[0], fraction[1]
         top = v00 + fx * (v01 - v00)
         bottom = v10 + fx * (v11 - v10)
         return top + fy * (bottom - top)
 
-    def _by_taps(self, frames: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-        m, span = frames.shape[0], self.tile + 2
-        offset, within = self._within(shift)
-        rows = self._pixels(frames)
-        start = offset + torch.arange(m) * self.pixels  # (M,)
-        within = within.transpose(1, 2)  # (2, N, M): frames as columns
+    def _by_taps(self, features: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        m, span = shift.shape[0], self.tile + 2
+        whole, within = self._within(shift)
+        rows, index, inside = self._pixels(features, whole)
+        index = index.permute(1, 2, 3, 0)  # (E, S, S, M): frames as columns
+        inside = inside.permute(1, 2, 3, 0)[..., None]  # (E, S, S, M, 1)
+        within = within.transpose(1, 2)  # (2, N, M)
         taps = torch.arange(span, dtype=within.dtype)[:, None, None]
         kx = torch.relu(1 - (within[0][None] - taps).abs())  # (S, N, M)
-        ky = torch.relu(1 - (within[1][None] - taps).abs())
-        drive = torch.zeros(len(self.slots), m, dtype=frames.dtype)
+        drive = features.new_zeros(len(self.slots), m)
         for i in range(span):
+            ky = torch.relu(1 - (within[1] - i).abs())  # (N, M), one row of taps at a time
             for j in range(span):
-                pixel = rows[self.windows[:, i * span + j][:, None] + start[None, :]]  # (E,M,C)
-                products = (pixel @ self.weights).transpose(1, 2)  # (E, G, M)
-                values = products.reshape(-1, m)[self.slots]  # (N, M)
-                drive = drive + values * (ky[i] * kx[j])
+                pixel = rows.index_select(0, index[:, i, j].flatten()).reshape(self.entries, m, -1)
+                products = ((pixel @ self.weights) * inside[:, i, j]).transpose(1, 2)  # (E,G,M)
+                values = products.reshape(-1, m).index_select(0, self.slots)  # (N, M)
+                drive = drive + values * (ky * kx[j])
         return drive.t()
 
     def forward(
@@ -170,15 +179,10 @@ class TiledReadout(nn.Module):
         """Features (B, C, T, H, W) and shift (B, T, 2) -> drive (B, T, N), as the readout's."""
         if neurons is not None:
             raise ValueError("the tiled readout serves every neuron; train with GaussianReadout")
-        b, c, t, h, w = features.shape
-        frames = features.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+        b, t = shift.shape[:2]
         flat = shift.reshape(b * t, 2)
-        sampled = (
-            self._by_windows(frames, flat)
-            if self.order == "windows"
-            else (self._by_taps(frames, flat))
-        )
-        drive = sampled.reshape(b, t, -1)
+        by_order = self._by_windows if self.order == "windows" else self._by_taps
+        drive = by_order(features, flat).reshape(b, t, -1)
         if gain is not None:
             drive = drive * gain
         return drive + self.bias
