@@ -98,17 +98,22 @@ class TiledReadout(nn.Module):
         self.register_buffer("local", torch.from_numpy((position - origin).T.copy()).float())
         self.register_buffer("bias", readout.bias.detach().float().clone())
 
-    def _within(self, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _within(
+        self, shift: torch.Tensor, frames_last: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Shift (M, 2) -> whole-pixel shift (M, 2) and positions in the windows.
 
-        Positions are axis-major, (2, M, N) as x, y, each in [0, tile + 1): neuron
-        vectors stay contiguous, which elementwise kernels run fastest on.
+        Positions are axis-major, (2, M, N) as x, y (``frames_last``: (2, N, M)),
+        each in [0, tile + 1): neuron vectors stay contiguous, which elementwise
+        kernels run fastest on.
         """
         half = torch.tensor([self.width / 2, self.height / 2], dtype=shift.dtype)
         pixels = shift.clamp(-self.max_shift, self.max_shift) * half
         whole = torch.floor(pixels)
-        within = self.local[:, None, :] + (pixels - whole).t()[:, :, None]
-        return whole.long(), within
+        fraction = (pixels - whole).t()  # (2, M)
+        if frames_last:
+            return whole.long(), self.local[:, :, None] + fraction[:, None, :]
+        return whole.long(), self.local[:, None, :] + fraction[:, :, None]
 
     def _pixels(
         self, features: torch.Tensor, whole: torch.Tensor
@@ -152,21 +157,19 @@ class TiledReadout(nn.Module):
 
     def _by_taps(self, features: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         m, span = shift.shape[0], self.tile + 2
-        whole, within = self._within(shift)
+        whole, within = self._within(shift, frames_last=True)  # (2, N, M)
         rows, index, inside = self._pixels(features, whole)
         index = index.permute(1, 2, 3, 0)  # (E, S, S, M): frames as columns
         inside = inside.permute(1, 2, 3, 0)[..., None]  # (E, S, S, M, 1)
-        within = within.transpose(1, 2)  # (2, N, M)
-        taps = torch.arange(span, dtype=within.dtype)[:, None, None]
-        kx = torch.relu(1 - (within[0][None] - taps).abs())  # (S, N, M)
         drive = features.new_zeros(len(self.slots), m)
         for i in range(span):
-            ky = torch.relu(1 - (within[1] - i).abs())  # (N, M), one row of taps at a time
-            for j in range(span):
+            ky = torch.relu(1 - (within[1] - i).abs())  # (N, M): kernels one tap at a time,
+            for j in range(span):  # so that memory holds a few frames x neurons at most
+                kx = torch.relu(1 - (within[0] - j).abs())
                 pixel = rows.index_select(0, index[:, i, j].flatten()).reshape(self.entries, m, -1)
                 products = ((pixel @ self.weights) * inside[:, i, j]).transpose(1, 2)  # (E,G,M)
                 values = products.reshape(-1, m).index_select(0, self.slots)  # (N, M)
-                drive = drive + values * (ky * kx[j])
+                drive = drive + values * (ky * kx)
         return drive.t()
 
     def forward(
