@@ -7,6 +7,7 @@ numpy arrays, call this, and encode the result; they hold no state themselves.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass
 
@@ -135,7 +136,9 @@ class DataPlane:
         if chunk and video.shape[0] > chunk:
             responses, timing = await self._chunked(loaded, runtime, feeds, chunk)
             return Prediction(loaded, runtime, responses, timing)
-        outputs, timing = await self.scheduler.run(runtime.clip, feeds, (loaded.name, "clip"))
+        outputs, timing = await self.scheduler.run(
+            lambda: runtime.clip.run(None, feeds), (loaded.name, "clip")
+        )
         return Prediction(loaded, runtime, outputs[0][0], timing)
 
     async def _chunked(
@@ -145,16 +148,15 @@ class DataPlane:
         feeds: dict[str, np.ndarray],
         chunk: int,
     ) -> tuple[np.ndarray, Timing]:
-        state = runtime.initial_state()
+        state = runtime.chunks.initial_state()
         parts, queue_s, compute_s = [], 0.0, 0.0
         for start in range(0, feeds["video"].shape[1], chunk):
             self._check_clip_deadline()
             part = {name: array[:, start : start + chunk] for name, array in feeds.items()}
-            outputs, timing = await self.scheduler.run(
-                runtime.chunks, runtime.step_feeds(part, state), (loaded.name, "clip")
+            (responses, state), timing = await self.scheduler.run(
+                functools.partial(runtime.chunks.run, part, state), (loaded.name, "clip")
             )
-            parts.append(outputs[0][0])
-            state = outputs[1:]
+            parts.append(responses[0])
             queue_s, compute_s = queue_s + timing.queue_s, compute_s + timing.compute_s
         responses = await asyncio.to_thread(np.concatenate, parts)
         return responses, Timing(queue_s, compute_s)
@@ -190,7 +192,7 @@ class DataPlane:
             loaded, runtime = self.resolve(model, version, mouse)
         else:
             loaded, runtime = self._snapshot_target(model, version, mouse, snapshot)
-            state = _snapshot_state(snapshot, loaded, runtime)
+            state = runtime.step.adopt(_snapshot_state(snapshot, loaded, runtime))
         session = self.sessions.open(loaded, runtime, response_dtype, owner, state)
         if snapshot is not None:
             session.next_frame, session.trial_count = snapshot.next_frame, snapshot.trial_count
@@ -230,7 +232,7 @@ class DataPlane:
             session.model.version.manifest_sha256,
             session.next_frame,
             session.trial_count,
-            dict(zip(names, session.state, strict=True)),
+            dict(zip(names, session.mouse.step.arrays(session.state), strict=True)),
             session.id,
         )
 
@@ -293,17 +295,16 @@ class DataPlane:
             session.response_dtype.itemsize,
             self.message_limit,
         )
-        outputs, timing = await self.scheduler.run(
-            session.mouse.step,
-            session.mouse.step_feeds(feeds, session.state),
+        (outputs, state), timing = await self.scheduler.run(
+            functools.partial(session.mouse.step.run, feeds, session.state),
             (session.model.name, "step"),
         )
         if not session.state:  # closed while the step ran
             raise FailedPreconditionError("the stream session was closed")
-        session.state = outputs[1:]
+        session.state = state
         first = session.next_frame
         session.next_frame += int(video.shape[0])
-        responses = outputs[0][0]
+        responses = outputs[0]
         if value is not None:
             session.replies.append(Replayable(session.trial_count, first, value, responses, timing))
         return Prediction(session.model, session.mouse, responses, timing, first)

@@ -26,19 +26,11 @@ from sensorium_server.repository import (
 )
 from sensorium_server.scheduler import lower_priority
 from sensorium_server.settings import Settings, parse_version_policy
+from sensorium_server.stepping import State, StateSpec, Stepper
 
 logger = logging.getLogger(__name__)
 PARITY_FRAMES = 12
 PARITY_TOLERANCE = 1e-3  # relative; export checks 1e-4 on CPU, GPUs may use TF32
-
-
-@dataclass(frozen=True)
-class StateSpec:
-    """One state tensor of a step graph (without the batch axis)."""
-
-    input: str
-    output: str
-    shape: tuple[int, ...]
 
 
 @dataclass
@@ -48,9 +40,9 @@ class MouseRuntime:
     mouse: str
     neuron_ids: list[int]
     clip: ort.InferenceSession
-    step: ort.InferenceSession
+    step: Stepper
     # The step graph with the clip graph's threads: long clips run through it in chunks.
-    chunks: ort.InferenceSession
+    chunks: Stepper
     state: list[StateSpec]
     input_defaults: dict[str, list[float]] = field(default_factory=dict)
 
@@ -59,15 +51,9 @@ class MouseRuntime:
         """Number of neurons this mouse's graphs predict."""
         return len(self.neuron_ids)
 
-    def initial_state(self) -> list[np.ndarray]:
-        """Zero state of a new trial, batch of 1."""
-        return [np.zeros((1, *s.shape), dtype=np.float32) for s in self.state]
-
-    def step_feeds(
-        self, inputs: dict[str, np.ndarray], state: list[np.ndarray]
-    ) -> dict[str, np.ndarray]:
-        """Feeds of the step graph: the frames' ``inputs`` plus the state tensors."""
-        return {**inputs, **{s.input: x for s, x in zip(self.state, state, strict=True)}}
+    def initial_state(self) -> State:
+        """Zero state of a new trial, batch of 1, where the step graph runs."""
+        return self.step.initial_state()
 
 
 @dataclass
@@ -100,6 +86,9 @@ def providers_for(setting: str) -> list[str]:
     if setting == "cuda" and "CUDAExecutionProvider" not in available:
         raise RuntimeError(f"--providers cuda, but this ONNX Runtime has only {available}")
     if setting in ("cuda", "auto") and "CUDAExecutionProvider" in available:
+        preload = getattr(ort, "preload_dlls", None)  # onnxruntime-gpu >= 1.21
+        if preload is not None:  # CUDA and cuDNN from the nvidia-* wheels, when installed
+            preload()
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
@@ -155,9 +144,8 @@ def check_stream_parity(mouse: MouseRuntime, frame_shape: tuple[int, int]) -> fl
             "behavior": behavior[:, t : t + 1],
             "pupil_center": pupil[:, t : t + 1],
         }
-        out = mouse.step.run(None, mouse.step_feeds(frame, state))
-        stepped.append(out[0])
-        state = out[1:]
+        responses, state = mouse.step.run(frame, state)
+        stepped.append(responses)
     error = np.abs(np.concatenate(stepped, axis=1) - clip).max()
     return float(error / max(float(np.abs(clip).max()), 1e-6))
 
@@ -178,8 +166,11 @@ def load_version(path: Path, settings: Settings) -> LoadedModel:
             _open(
                 graphs.clip, settings, settings.clip_threads, settings.clip_priority, arena=False
             ),
-            _open(graphs.step, settings, settings.intra_op_threads),
-            _open(graphs.step, settings, settings.clip_threads, settings.clip_priority),
+            Stepper(_open(graphs.step, settings, settings.intra_op_threads), states),
+            Stepper(
+                _open(graphs.step, settings, settings.clip_threads, settings.clip_priority),
+                states,
+            ),
             states,
             dict(entry.get("input_defaults", {})),
         )

@@ -20,9 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-
-import numpy as np
-import onnxruntime as ort
+from typing import TypeVar
 
 from sensorium_server.errors import LimitExceededError
 
@@ -36,6 +34,7 @@ class Timing:
 
 
 Observer = Callable[[str, str, Timing], None]
+T = TypeVar("T")
 
 
 def lower_priority(priority: str) -> None:
@@ -139,13 +138,8 @@ class Scheduler:
         }
         self._observe = observe
 
-    async def run(
-        self,
-        session: ort.InferenceSession,
-        feeds: dict[str, np.ndarray],
-        labels: tuple[str, str],
-    ) -> tuple[list[np.ndarray], Timing]:
-        """Run ``session`` on ``feeds``; ``labels`` (model, graph) name it in metrics.
+    async def run(self, work: Callable[[], T], labels: tuple[str, str]) -> tuple[T, Timing]:
+        """Run ``work`` (one inference) on a lane; ``labels`` (model, graph) name it.
 
         The graph label picks the lane: ``step`` runs on the step lane, anything else
         (``clip``) on the clip lane.
@@ -157,22 +151,22 @@ class Scheduler:
         lane.admit()
         submitted = time.perf_counter()
 
-        def work() -> tuple[list[np.ndarray], float, float]:
+        def timed() -> tuple[T, float, float]:
             started = time.perf_counter()
             with lane.priority():
-                outputs = session.run(None, feeds)
-            return outputs, started, time.perf_counter()
+                result = work()
+            return result, started, time.perf_counter()
 
         try:
-            outputs, started, done = await asyncio.get_running_loop().run_in_executor(
-                lane.executor, work
+            result, started, done = await asyncio.get_running_loop().run_in_executor(
+                lane.executor, timed
             )
         finally:
             lane.pending -= 1
         timing = Timing(started - submitted, done - started)
         if self._observe is not None:
             self._observe(*labels, timing)
-        return outputs, timing
+        return result, timing
 
     def close(self) -> None:
         """Stop the workers after the work they hold."""

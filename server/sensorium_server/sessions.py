@@ -22,6 +22,7 @@ import numpy as np
 from sensorium_server.errors import LimitExceededError, NotFoundError, UnavailableError
 from sensorium_server.runtime import LoadedModel, MouseRuntime
 from sensorium_server.scheduler import Timing
+from sensorium_server.stepping import State
 
 # Replies kept per session, so that frames re-sent after a resume are answered once.
 REPLAY_DEPTH = 8
@@ -86,7 +87,7 @@ class StreamSession:
     model: LoadedModel
     mouse: MouseRuntime
     response_dtype: np.dtype
-    state: list[np.ndarray]
+    state: State  # on the step graph's device
     next_frame: int = 0
     trial_count: int = 1
     opened: float = field(default_factory=time.monotonic)
@@ -144,7 +145,7 @@ class SessionManager:
         mouse: MouseRuntime,
         response_dtype: np.dtype,
         owner: Attachment,
-        state: list[np.ndarray] | None = None,
+        state: State | None = None,
     ) -> StreamSession:
         """A new session held by the call ``owner``, zero state unless ``state`` is given.
 

@@ -161,3 +161,35 @@ def test_long_clips_run_in_chunks_equal_to_the_clip_graph(
     with Client(server.target) as client:
         chunked = client.predict(video, behavior, pupil, model="sensorium")
     assert _relative(chunked, whole) < 1e-4
+
+
+def test_stream_state_stays_bound_where_the_step_graph_runs(
+    server: ServerThread, sample: Trial
+) -> None:
+    """The state lives as ONNX Runtime values (IOBinding), equal to plain numpy stepping."""
+    import onnxruntime as ort
+
+    from sensorium_server.stepping import Stepper
+
+    video, behavior, pupil = sample
+    plane = server.server.plane
+    runtime = plane.store.mouse(plane.store.get("sensorium"), "")
+    assert runtime.step.device == "cpu"  # "cuda" with --providers cuda on a GPU
+    session_run = runtime.step.session
+    names = [i.name for i in session_run.get_inputs()]
+    state = [np.zeros((1, *spec.shape), np.float32) for spec in runtime.state]
+    with Client(server.target) as client, client.stream(model="sensorium") as stream:
+        for t in range(6):
+            served = stream.step(video[t], behavior[t], pupil[t])
+            feeds = {
+                "video": video[None, t : t + 1].astype(np.float32),
+                "behavior": behavior[None, t : t + 1],
+                "pupil_center": pupil[None, t : t + 1],
+            }
+            outputs = session_run.run(None, {**feeds, **dict(zip(names[3:], state, strict=True))})
+            state = outputs[1:]
+            assert _relative(served, outputs[0][0]) < 1e-6
+        kept = plane.sessions.find(stream.info.session_id).state
+        assert all(isinstance(value, ort.OrtValue) for value in kept)
+        for bound, plain in zip(Stepper.arrays(kept), state, strict=True):
+            assert np.array_equal(bound, plain)
