@@ -116,13 +116,15 @@ class TiledReadout(nn.Module):
         return whole.long(), self.local[:, None, :] + fraction[:, :, None]
 
     def _pixels(
-        self, features: torch.Tensor, whole: torch.Tensor
+        self, features: torch.Tensor, whole: torch.Tensor, zero_row: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Pixel rows, the row of every window pixel, and whether it lies on the map.
 
         Features (B, C, T, H, W) become rows (B * T * H * W, C) (one copy); window
-        pixels are (M, E, S, S); a pixel off the map reads zeros, so ``inside`` (1.0
-        or 0.0) zeroes its products.
+        pixels are (M, E, S, S). A pixel off the map reads zeros: with ``zero_row`` a
+        zero row closes the rows and such pixels read it (a second copy of the rows,
+        cheap for a few frames); otherwise they read row 0 and ``inside`` (1.0 or 0.0)
+        is there to zero their products.
         """
         b, c, t = features.shape[:3]
         pixels = self.height * self.width
@@ -133,17 +135,19 @@ class TiledReadout(nn.Module):
         inside_y = (y >= 0) & (y < self.height)
         inside_x = (x >= 0) & (x < self.width)
         inside = inside_y[..., :, None] & inside_x[..., None, :]
-        index = torch.where(inside, y[..., :, None] * self.width + x[..., None, :], 0)
+        index = y[..., :, None] * self.width + x[..., None, :]
         index = index + (torch.arange(b * t) * pixels)[:, None, None, None]
-        return rows, index, inside.to(features.dtype)
+        if zero_row:
+            rows = torch.cat([rows, rows.new_zeros(1, c)])
+            return rows, torch.where(inside, index, b * t * pixels), inside
+        return rows, torch.where(inside, index, 0), inside.to(features.dtype)
 
     def _by_windows(self, features: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         m, span, group = shift.shape[0], self.tile + 2, self.group
         whole, within = self._within(shift)
-        rows, index, inside = self._pixels(features, whole)
+        rows, index, _ = self._pixels(features, whole, zero_row=True)
         gathered = rows.index_select(0, index.flatten()).reshape(m, self.entries, span * span, -1)
-        on_map = inside.reshape(m, self.entries, span * span, 1)
-        products = ((gathered @ self.weights) * on_map).reshape(m, -1)  # (M, E * S² * G)
+        products = (gathered @ self.weights).reshape(m, -1)  # (M, E * S² * G)
         corner = torch.floor(within).clamp(max=self.tile)  # (2, M, N)
         fraction = within - corner
         first = self.first[None] + (corner[1] * span + corner[0]).long() * group
@@ -158,16 +162,16 @@ class TiledReadout(nn.Module):
     def _by_taps(self, features: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         m, span = shift.shape[0], self.tile + 2
         whole, within = self._within(shift, frames_last=True)  # (2, N, M)
-        rows, index, inside = self._pixels(features, whole)
+        rows, index, inside = self._pixels(features, whole, zero_row=False)
         index = index.permute(1, 2, 3, 0)  # (E, S, S, M): frames as columns
-        inside = inside.permute(1, 2, 3, 0)[..., None]  # (E, S, S, M, 1)
+        inside = inside.permute(1, 2, 3, 0).unsqueeze(3)  # (E, S, S, 1, M)
         drive = features.new_zeros(len(self.slots), m)
         for i in range(span):
             ky = torch.relu(1 - (within[1] - i).abs())  # (N, M): kernels one tap at a time,
             for j in range(span):  # so that memory holds a few frames x neurons at most
                 kx = torch.relu(1 - (within[0] - j).abs())
                 pixel = rows.index_select(0, index[:, i, j].flatten()).reshape(self.entries, m, -1)
-                products = ((pixel @ self.weights) * inside[:, i, j]).transpose(1, 2)  # (E,G,M)
+                products = (pixel @ self.weights).transpose(1, 2) * inside[:, i, j]  # (E,G,M)
                 values = products.reshape(-1, m).index_select(0, self.slots)  # (N, M)
                 drive = drive + values * (ky * kx)
         return drive.t()
