@@ -58,6 +58,16 @@ def run_stream(
     k: int,
 ) -> np.ndarray:
     """Step graph over the clip, ``k`` frames per call, from the given initial state."""
+    return stream_with_state(session, inputs, state, k)[0]
+
+
+def stream_with_state(
+    session: ort.InferenceSession,
+    inputs: tuple[np.ndarray, ...],
+    state: list[np.ndarray],
+    k: int,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """:func:`run_stream`, and the state after the last step."""
     names = [i.name for i in session.get_inputs()][len(INPUTS) :]
     outputs, frames = [], inputs[0].shape[1]
     for start in range(0, frames, k):
@@ -66,7 +76,7 @@ def run_stream(
         result = session.run(None, feed)
         outputs.append(result[0])
         state = result[1:]
-    return np.concatenate(outputs, axis=1)
+    return np.concatenate(outputs, axis=1), state
 
 
 def check_parity(
@@ -109,6 +119,9 @@ def check_previous(
 ) -> list[ParityResult]:
     """New graphs against the (clip, step) graphs they replace, on the same inputs.
 
+    Responses of both graphs and, stepped frame by frame, the state: a stream's state
+    taken on the old graphs then continues on the new ones.
+
     Raises:
         ExportError: when any output differs by ``REEXPORT_TOLERANCE`` or more.
     """
@@ -123,7 +136,12 @@ def check_previous(
                 before, after = run_clip(old, inputs), run_clip(new, inputs)
             else:
                 state = zero_state(inputs[0].shape[0])
-                before, after = run_stream(old, inputs, state, 1), run_stream(new, inputs, state, 1)
+                before, old_state = stream_with_state(old, inputs, state, 1)
+                after, new_state = stream_with_state(new, inputs, state, 1)
+                error = max(relative_error(b, a) for a, b in zip(old_state, new_state, strict=True))
+                results.append(
+                    ParityResult("previous vs new (state)", label, error, REEXPORT_TOLERANCE)
+                )
             error = relative_error(after, before)
             results.append(
                 ParityResult(f"previous vs new ({graph})", label, error, REEXPORT_TOLERANCE)

@@ -214,6 +214,13 @@ def _build(
         },
         "files": files,
     }
+    if previous is not None:
+        # Checked above: the state of a stream on the previous graphs continues here.
+        old = json.loads((previous / MANIFEST).read_text())
+        manifest["state_compatible_with"] = [
+            sha256(previous / MANIFEST),
+            *old.get("state_compatible_with", []),
+        ]
     return manifest, results
 
 

@@ -327,12 +327,14 @@ def _snapshot_state(
 ) -> list[np.ndarray]:
     """The snapshot's state tensors in step-graph order, checked against this replica."""
     served = loaded.version.manifest_sha256
-    if loaded.version.version != snapshot.version or served != snapshot.manifest_sha256:
+    same = served == snapshot.manifest_sha256 and loaded.version.version == snapshot.version
+    replaced = snapshot.manifest_sha256 in loaded.version.state_compatible - {served}
+    if not (same or replaced):
         raise FailedPreconditionError(
             f"snapshot: taken on {snapshot.model} version {snapshot.version} (manifest "
             f"{snapshot.manifest_sha256[:12]}), this replica serves version "
             f"{loaded.version.version} (manifest {served[:12]}): state only continues on "
-            "the same graphs"
+            "the same graphs or on a re-export that lists them (state_compatible_with)"
         )
     if snapshot.next_frame < 0 or snapshot.trial_count < 1:
         raise InvalidInputError(

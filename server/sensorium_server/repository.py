@@ -67,6 +67,16 @@ class ModelVersion:
     manifest_sha256: str
     mice: dict[str, MouseGraphs]
 
+    @property
+    def state_compatible(self) -> frozenset[str]:
+        """Manifest SHA-256s of versions whose stream state continues on this one.
+
+        A re-export (``sensorium-export --from-version``) lists the version it replaced
+        after checking that its graphs step the same state.
+        """
+        listed = self.manifest.get("state_compatible_with", [])
+        return frozenset(s for s in listed if isinstance(s, str)) | {self.manifest_sha256}
+
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()

@@ -223,3 +223,41 @@ def test_a_stream_whose_server_died_is_lost_after_recovery_s(repository: Path) -
             session.cancel()
     finally:
         server.kill()
+
+
+def test_a_snapshot_continues_on_the_re_export_of_its_version(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """A rollout of a re-exported version (same state, new graphs) carries streams over."""
+    from sensorium_export.repository import write_version
+    from sensorium_train.train import load_checkpoint
+
+    model, checkpoint = load_checkpoint(tiny_checkpoint)
+    old, new = tmp_path / "old", tmp_path / "new"
+    before, _ = write_version(model, checkpoint, old, "tiny", {}, readout="grid")
+    write_version(model, checkpoint, new, "tiny", {}, version=1, previous=before)
+    servers = [ServerProcess(root, *FLAGS) for root in (old, new)]
+    try:
+        video, behavior, pupil = _trial(40)
+        with Client(servers[0].address) as client:
+            expected = client.predict(video, behavior, pupil, model="tiny")
+            with client.stream(model="tiny") as first:
+                head = first.step(video[:25], behavior[:25], pupil[:25])
+                snapshot = first.snapshot()
+        with Client(servers[1].address) as client, client.stream(snapshot=snapshot) as second:
+            assert second.info.origin == "snapshot"
+            tail = second.step(video[25:], behavior[25:], pupil[25:])
+        assert _relative(np.concatenate([head, tail]), expected) <= 1e-4
+        # The other way round is refused: the old version does not know the new graphs.
+        with Client(servers[1].address) as client, client.stream(model="tiny") as stream:
+            stream.step(video[:5], behavior[:5], pupil[:5])
+            newer = stream.snapshot()
+        _refused(
+            servers[0].address,
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "state_compatible_with",
+            snapshot=newer,
+        )
+    finally:
+        for server in servers:
+            server.kill()
