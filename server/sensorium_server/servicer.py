@@ -106,6 +106,8 @@ class PredictorServicer(pb_grpc.PredictorServicer):
                     await stream.write(await self._handle(session, request))
                 await self._end(stream, session)
             except asyncio.CancelledError:  # the client cancelled, or its connection broke
+                if stream.notice is not None:
+                    stream.notice.cancel()  # a drain notice being written: nobody will read it
                 if session is not None:
                     self._plane.sessions.detach(session, stream.attachment)
                     self._plane.metrics.stream_events.labels("detached").inc()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -20,6 +21,8 @@ from sensorium_api.v1 import predictor_pb2 as pb
 from sensorium_server.dataplane import DataPlane
 from sensorium_server.errors import IdleTimeoutError
 from sensorium_server.sessions import Attachment
+
+logger = logging.getLogger(__name__)
 
 DRAINING = "this replica is draining"
 HALF_CLOSE_CHECK_S = 0.05
@@ -85,7 +88,15 @@ class StreamCall:
             return True
 
         async def send() -> None:
-            await notice()
+            try:
+                await notice()
+            except Exception as err:  # gRPC's write errors have no public type
+                # The call died under the write (its client went away): nobody reads the
+                # notice, and the session stays detached for a resume, as after any break.
+                logger.info(
+                    "draining: a stream's notice was not delivered (%s)", type(err).__name__
+                )
+                return
             self.attachment.limit_wait(ACK_S)  # the read goes on to see the half-close
 
         self.attachment.on_interrupt = interrupted

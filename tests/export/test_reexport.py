@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -52,9 +53,12 @@ def test_reexport_from_a_version_matches_it(
     assert manifest["mice"][0]["neuron_ids"] == old["mice"][0]["neuron_ids"]
     assert manifest["mice"][0]["input_defaults"] == old["mice"][0]["input_defaults"]
     previous = [p for p in manifest["parity"] if p["check"].startswith("previous vs new")]
-    assert {p["check"] for p in previous} == {"previous vs new (clip)", "previous vs new (step)"}
+    checks = {p["check"] for p in previous}
+    assert checks == {f"previous vs new ({g})" for g in ("clip", "step", "state")}
     assert {p["inputs"].split()[0] for p in previous} == {"random", "trial"}
     assert all(p["error"] < 1e-5 for p in previous)
+    old_sha = hashlib.sha256((grid_version / "manifest.json").read_bytes()).hexdigest()
+    assert manifest["state_compatible_with"] == [old_sha]
     step = tmp_path / "again" / "1" / manifest["mice"][0]["graphs"]["step"]
     assert "GridSample" not in _ops(step)
 

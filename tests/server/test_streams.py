@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import contextlib
+import logging
 import queue
 import threading
 import time
@@ -268,3 +271,44 @@ def test_clip_threads_run_at_idle_priority(repository: Path) -> None:
             assert client.predict(*_trial(120), model="sensorium").shape == (120, 8000)
     finally:
         running.stop()
+
+
+class _BrokenWrites:
+    """gRPC's side of a call whose connection died: reads wait, writes fail."""
+
+    async def read(self) -> object:
+        await asyncio.Event().wait()  # until cancelled
+
+    async def write(self, message: object) -> None:
+        raise RuntimeError('Failed "execute_batch"')  # what grpc.aio raises there
+
+    def cancelled(self) -> bool:
+        return False
+
+
+def test_a_drain_notice_that_cannot_be_written_is_logged_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The notice task ends quietly: no 'Task exception was never retrieved' at exit."""
+    from types import SimpleNamespace
+
+    from sensorium_server.streams import DRAINING, StreamCall
+
+    async def scenario() -> None:
+        plane = SimpleNamespace(settings=SimpleNamespace(idle_timeout_s=5.0))
+        context = _BrokenWrites()
+        call = StreamCall(plane, context)  # type: ignore[arg-type]
+        call.drain(lambda: context.write("draining"))  # type: ignore[arg-type,return-value]
+        reader = asyncio.create_task(call.read())
+        await asyncio.sleep(0.05)  # the call waits for its next message
+        call.attachment.interrupt(DRAINING)
+        assert call.notice is not None
+        await asyncio.wait_for(asyncio.shield(call.notice), 5)
+        assert call.notice.exception() is None
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+    with caplog.at_level(logging.INFO, logger="sensorium_server.streams"):
+        asyncio.run(scenario())
+    assert "notice was not delivered (RuntimeError)" in caplog.text
