@@ -12,7 +12,6 @@ carries at p99 <= 10 ms; whole-clip ``Predict`` throughput. Needs no torch.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import statistics
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from served import ROOT, ServerProcess, streams_at_rate, trial
+from served import ROOT, ServerProcess, ramp, trial
 
 from sensorium_client import Client
 from sensorium_server.stepping import StateSpec, Stepper
@@ -96,17 +95,8 @@ def main() -> int:
         server = ServerProcess(repo, repo / "server.log", "--providers", args.providers)
         target = f"localhost:{server.port}"
         try:
-            largest = 0
-            for n in (8, 16, 32, 64, 128, 256):
-                result = asyncio.run(streams_at_rate(target, n, args.ramp_duration, server))
-                print(
-                    f"ramp: {n} streams: p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} "
-                    f"ms, errors {result['errors']}, dropped {result['dropped']}",
-                    flush=True,
-                )
-                if result["p99"] > STREAM_P99_MS or result["errors"] or result["dropped"]:
-                    break
-                largest = n
+            counts = (8, 16, 32, 64, 128, 256)
+            largest = ramp(target, server, counts, STREAM_P99_MS, args.ramp_duration)
             rows.append(
                 (f"largest number of 30 Hz streams at p99 <= {STREAM_P99_MS:g} ms", largest)
             )

@@ -152,3 +152,24 @@ async def streams_at_rate(
         "dropped": n * frames - received,
         "rss_mb": peak_rss,
     }
+
+
+def ramp(
+    target: str, server: ServerProcess, counts: tuple[int, ...], p99_ms: float, seconds: float
+) -> int:
+    """The largest of ``counts`` streams at 30 Hz with p99 <= ``p99_ms``, no errors, no drops.
+
+    Each count runs ``seconds``; the ramp stops at the first that fails (0: the first did).
+    """
+    largest = 0
+    for n in counts:
+        result = asyncio.run(streams_at_rate(target, n, seconds, server))
+        print(
+            f"ramp: {n} streams: p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms, "
+            f"errors {result['errors']}, dropped {result['dropped']}",
+            flush=True,
+        )
+        if result["p99"] > p99_ms or result["errors"] or result["dropped"]:
+            break
+        largest = n
+    return largest

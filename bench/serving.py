@@ -33,11 +33,13 @@ from served import (
     FRAME_BUDGET_MS,
     ROOT,
     ServerProcess,
+    ramp,
     single_stream,
     streams_at_rate,
     trial,
 )
-from streaming_budget import random_model, session, timed
+from step_cost import session
+from streaming_budget import random_model, timed
 
 from sensorium_client import Client
 from sensorium_export.repository import write_version
@@ -166,16 +168,11 @@ def run_all(
         ),
     ]
     largest = 8 if eight["p99"] <= FRAME_BUDGET_MS and not eight["errors"] else 0
-    for n in (12, 16, 24, 32, 48, 64, 96, 128) if largest else ():
-        result = asyncio.run(streams_at_rate(target, n, args.ramp_duration, server))
-        print(
-            f"ramp: {n} streams: p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms, "
-            f"errors {result['errors']}, dropped {result['dropped']}",
-            flush=True,
+    if largest:
+        ramped = ramp(
+            target, server, (12, 16, 24, 32, 48, 64, 96, 128), FRAME_BUDGET_MS, args.ramp_duration
         )
-        if result["p99"] > FRAME_BUDGET_MS or result["errors"] or result["dropped"]:
-            break
-        largest = n
+        largest = max(largest, ramped)
     rows.append(
         ("largest number of 30 Hz streams with p99 <= 33 ms", largest, ">= 24", largest >= 24)
     )

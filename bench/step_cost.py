@@ -35,9 +35,10 @@ def matmul_1thread_ms(rounds: int = 5) -> float:
         torch.set_num_threads(previous)
 
 
-def _session(path: Path) -> ort.InferenceSession:
+def session(path: Path, threads: int = 1) -> ort.InferenceSession:
+    """A CPU ONNX Runtime session with ``threads`` intra-op threads."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
@@ -69,21 +70,21 @@ def interleaved(
     graphs: dict[str, Path], rounds: int = 7, calls: int = 100, batch: int = 1
 ) -> dict[str, float]:
     """Median step ms (k = 1, one thread) of each graph, rounds alternating between them."""
-    sessions = {label: _session(path) for label, path in graphs.items()}
+    sessions = {label: session(path) for label, path in graphs.items()}
     feeds = {label: _feeds(s, batch) for label, s in sessions.items()}
     medians: dict[str, list[float]] = {label: [] for label in graphs}
     for _ in range(rounds):
-        for label, session in sessions.items():
-            medians[label].append(_round(session, feeds[label], calls))
+        for label, opened in sessions.items():
+            medians[label].append(_round(opened, feeds[label], calls))
     return {label: statistics.median(values) for label, values in medians.items()}
 
 
 def batching_curve(step: Path, batches: tuple[int, ...] = (1, 2, 4, 8, 16)) -> dict[int, float]:
     """Per-stream ms of one step call that carries ``B`` streams (k = 1, one thread)."""
-    session = _session(step)
-    feeds = {b: _feeds(session, b) for b in batches}
+    stepper = session(step)
+    feeds = {b: _feeds(stepper, b) for b in batches}
     per_stream: dict[int, list[float]] = {b: [] for b in batches}
     for _ in range(5):
         for b in batches:
-            per_stream[b].append(_round(session, feeds[b], max(20, 200 // b)) / b)
+            per_stream[b].append(_round(stepper, feeds[b], max(20, 200 // b)) / b)
     return {b: statistics.median(values) for b, values in per_stream.items()}

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from step_cost import STEP_TO_MATMUL, batching_curve, interleaved, matmul_1thread_ms
+from step_cost import STEP_TO_MATMUL, batching_curve, interleaved, matmul_1thread_ms, session
 from torch.utils.flop_counter import FlopCounterMode
 
 from sensorium_export.graphs import INPUTS, example_inputs
@@ -67,14 +67,6 @@ def timed(fn: Callable[[], object], repeats: int, warmup: int = 5) -> list[float
         fn()
         times.append((time.perf_counter() - start) * 1e3)
     return times
-
-
-def session(path: Path, threads: int) -> ort.InferenceSession:
-    """A CPU ONNX Runtime session with ``threads`` intra-op threads."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def cpu_peak_gflops() -> float:
