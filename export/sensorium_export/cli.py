@@ -1,4 +1,7 @@
-"""``sensorium-export``: export a checkpoint into a model repository, checked."""
+"""``sensorium-export``: export a checkpoint into a model repository, checked.
+
+``sensorium-export onnx --help``: import ONNX graphs you already have (any model).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from pathlib import Path
 
 from sensorium_data import DataFormatError, Session, find_sessions
 from sensorium_export.graphs import READOUTS, ExportError
+from sensorium_export.import_cli import import_main
 from sensorium_export.recover import rebuild
 from sensorium_export.repository import write_version
 from sensorium_train.train import load_checkpoint
@@ -59,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("onnx_ir", "onnxscript", "torch.onnx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["onnx"]:
+        return import_main(argv[1:])
     args = build_parser().parse_args(argv)
     previous = Path(args.from_version) if args.from_version else None
     try:

@@ -48,7 +48,8 @@ def next_version(model_dir: Path) -> int:
     return max(versions, default=0) + 1
 
 
-def _io_spec(h: int, w: int, n: str, frames: str, state: list[list[int]]) -> dict[str, Any]:
+def io_spec(h: int, w: int, n: str, frames: str, state: list[list[int]]) -> dict[str, Any]:
+    """Inputs and outputs of a graph (frames axis named ``frames``; state tensors last)."""
     inputs: list[dict[str, Any]] = [
         {"name": "video", "dtype": "float32", "shape": ["batch", frames, h, w]},
         {"name": "behavior", "dtype": "float32", "shape": ["batch", frames, 2]},
@@ -61,6 +62,14 @@ def _io_spec(h: int, w: int, n: str, frames: str, state: list[list[int]]) -> dic
         inputs.append({"name": f"state_{i}", "dtype": "float32", "shape": ["batch", *shape]})
         outputs.append({"name": f"new_state_{i}", "dtype": "float32", "shape": ["batch", *shape]})
     return {"inputs": inputs, "outputs": outputs}
+
+
+def file_records(folder: Path, paths: list[str]) -> dict[str, dict[str, Any]]:
+    """SHA-256 and size of each file (relative to ``folder``), as the manifest lists them."""
+    return {
+        rel: {"sha256": sha256(folder / rel), "bytes": (folder / rel).stat().st_size}
+        for rel in paths
+    }
 
 
 def _cases(
@@ -104,7 +113,25 @@ def write_version(
     Returns:
         The version folder and every parity result.
     """
-    model_dir = repository / name
+
+    def build(staging: Path, number: int) -> tuple[dict[str, Any], list[ParityResult]]:
+        return _build(model, checkpoint, staging, name, number, sessions or {}, previous, readout)
+
+    return stage_version(repository, name, version, build)
+
+
+Builder = Callable[[Path, int], tuple[dict[str, Any], list[Any]]]
+
+
+def stage_version(
+    repository: Path, name: str, version: int | None, build: Builder
+) -> tuple[Path, list[Any]]:
+    """Run ``build(folder, version)`` in a staging folder; rename it into place if it passes.
+
+    ``build`` writes the graphs into the folder and returns the manifest and its check
+    results; it raises to refuse (nothing is left behind).
+    """
+    model_dir = Path(repository) / name
     model_dir.mkdir(parents=True, exist_ok=True)
     version = version or next_version(model_dir)
     target = model_dir / str(version)
@@ -112,9 +139,7 @@ def write_version(
         raise FileExistsError(f"{target} exists; versions are never overwritten")
     staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=model_dir))
     try:
-        manifest, results = _build(
-            model, checkpoint, staging, name, version, sessions or {}, previous, readout
-        )
+        manifest, results = build(staging, version)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         staging.rename(target)
     finally:
@@ -169,8 +194,7 @@ def _build(
                 },
             }
         )
-        for rel in graphs.values():
-            files[rel] = {"sha256": sha256(folder / rel), "bytes": (folder / rel).stat().st_size}
+        files.update(file_records(folder, list(graphs.values())))
     h, w = model.specs[first].frame_shape
     n = "neurons"
     manifest = {
@@ -188,8 +212,8 @@ def _build(
         "parameters": summary.parameters,
         "mice": mice,
         "graphs": {
-            "clip": _io_spec(h, w, n, "time", []),
-            "step": _io_spec(h, w, n, "frames", state),
+            "clip": io_spec(h, w, n, "time", []),
+            "step": io_spec(h, w, n, "frames", state),
         },
         "state": [
             {
