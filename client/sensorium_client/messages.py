@@ -32,6 +32,14 @@ def service_config(retries: int) -> str:
     return json.dumps(config)
 
 
+STREAMING_MODES = {
+    pb.STREAMING_MODE_UNSPECIFIED: "state",
+    pb.STREAMING_MODE_STATE: "state",
+    pb.STREAMING_MODE_WINDOW: "window",
+    pb.STREAMING_MODE_NONE: "none",
+}
+
+
 @dataclass(frozen=True)
 class MouseInfo:
     """One mouse a model serves."""
@@ -57,6 +65,9 @@ class ModelInfo:
     architecture: str
     manifest_sha256: str
     training_metrics: dict[str, float] = field(default_factory=dict)
+    streaming_mode: str = "state"  # "state" (step graph), "window" (clip graph) or "none"
+    window_frames: int = 0  # window mode: frames each step runs the clip graph on
+    latency_frames: int = 0  # window mode: frames the replies run behind
 
     def mouse(self, name: str = "") -> MouseInfo:
         """A mouse by name; an empty name means the only mouse."""
@@ -93,6 +104,9 @@ def model_info(message: pb.ModelManifest) -> ModelInfo:
         architecture=message.training.architecture,
         manifest_sha256=message.manifest_sha256,
         training_metrics=dict(message.training.metrics),
+        streaming_mode=STREAMING_MODES.get(message.streaming_mode, "state"),
+        window_frames=message.window_frames,
+        latency_frames=message.latency_frames,
     )
 
 
@@ -181,6 +195,9 @@ class StreamInfo:
     origin: str = "new"  # "new", "resumed" or "snapshot"
     resume_window_s: float = 0.0
     replica_id: str = ""
+    streaming_mode: str = "state"  # see ModelInfo
+    window_frames: int = 0
+    latency_frames: int = 0  # replies answer frame t - latency_frames at frame t
 
 
 ORIGINS = {
@@ -206,4 +223,7 @@ def stream_info(message: pb.StreamPredictResponse) -> StreamInfo:
         ORIGINS.get(o.origin, "new"),
         o.resume_window_s,
         o.replica_id,
+        STREAMING_MODES.get(o.streaming_mode, "state"),
+        o.window_frames,
+        o.latency_frames,
     )

@@ -84,7 +84,9 @@ class Recovery:
         """Follow the trial: frames move it on, a reset starts a new one."""
         kind = reply.WhichOneof("kind")
         if kind == "responses":
-            self.next_frame = reply.responses.frame_index + reply.responses.responses.shape[0]
+            # A model that answers late (window streaming) says where the trial is.
+            sent = reply.responses.frame_index + reply.responses.responses.shape[0]
+            self.next_frame = reply.responses.next_frame or sent
         elif kind == "reset":
             self.next_frame, self.trial_count = 0, reply.reset.trial_count
 

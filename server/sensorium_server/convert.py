@@ -20,6 +20,13 @@ RESPONSE_DTYPES: dict[int, np.dtype] = {
 }
 
 
+STREAMING_MODES = {
+    "state": pb.STREAMING_MODE_STATE,
+    "window": pb.STREAMING_MODE_WINDOW,
+    "none": pb.STREAMING_MODE_NONE,
+}
+
+
 def manifest_message(model: LoadedModel) -> pb.ModelManifest:
     """A served model version as a ``ModelManifest`` message."""
     manifest = model.manifest
@@ -43,10 +50,16 @@ def manifest_message(model: LoadedModel) -> pb.ModelManifest:
         frame_rate_hz=float(manifest["frame"].get("rate_hz", 30.0)),
         input_channels=manifest["input_channels"],
         burn_in_frames=manifest["burn_in_frames"],
-        graphs=[pb.GRAPH_KIND_CLIP, pb.GRAPH_KIND_STEP],
+        graphs=[
+            pb.GRAPH_KIND_CLIP,
+            *([pb.GRAPH_KIND_STEP] if "step" in manifest["graphs"] else []),
+        ],
         causal=manifest["causal"],
         max_frames_per_step=int(manifest.get("max_frames_per_step", 0)),
         manifest_sha256=model.version.manifest_sha256,
+        streaming_mode=STREAMING_MODES[model.streaming.mode],
+        window_frames=model.streaming.window_frames,
+        latency_frames=model.streaming.latency_frames,
         training=pb.TrainingInfo(
             datasets=[str(d) for d in training.get("datasets", [])],
             metrics=metrics,

@@ -41,8 +41,9 @@ class Prediction:
     mouse: MouseRuntime
     responses: np.ndarray
     timing: Timing
-    first_frame: int = 0
+    first_frame: int = 0  # index in the trial of the first frame answered
     replayed: bool = False
+    next_frame: int = 0  # a stream step: the next frame the session expects
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ class DataPlane:
             video.shape[0], runtime.neuron_count, response_itemsize, self.message_limit
         )
         chunk = self.settings.clip_chunk_frames
-        if chunk and video.shape[0] > chunk:
+        if chunk and video.shape[0] > chunk and runtime.chunks is not None:
             responses, timing = await self._chunked(loaded, runtime, feeds, chunk)
             return Prediction(loaded, runtime, responses, timing)
         outputs, timing = await self.scheduler.run(
@@ -148,13 +149,16 @@ class DataPlane:
         feeds: dict[str, np.ndarray],
         chunk: int,
     ) -> tuple[np.ndarray, Timing]:
-        state = runtime.chunks.initial_state()
+        chunks = runtime.chunks
+        if chunks is None:
+            raise RuntimeError(f"{runtime.mouse}: no step graph to run a clip in chunks")
+        state = chunks.initial_state()
         parts, queue_s, compute_s = [], 0.0, 0.0
         for start in range(0, feeds["video"].shape[1], chunk):
             self._check_clip_deadline()
             part = {name: array[:, start : start + chunk] for name, array in feeds.items()}
             (responses, state), timing = await self.scheduler.run(
-                functools.partial(runtime.chunks.run, part, state), (loaded.name, "clip")
+                functools.partial(chunks.run, part, state), (loaded.name, "clip")
             )
             parts.append(responses[0])
             queue_s, compute_s = queue_s + timing.queue_s, compute_s + timing.compute_s
@@ -192,6 +196,13 @@ class DataPlane:
             loaded, runtime = self.resolve(model, version, mouse)
         else:
             loaded, runtime = self._snapshot_target(model, version, mouse, snapshot)
+        if runtime.step is None:
+            raise FailedPreconditionError(
+                f"model {loaded.name} version {loaded.version.version} does not stream: it "
+                "has no step graph and no checked window (clip only); use Predict, or export "
+                "it with window_frames"
+            )
+        if snapshot is not None:
             state = runtime.step.adopt(_snapshot_state(snapshot, loaded, runtime))
         session = self.sessions.open(loaded, runtime, response_dtype, owner, state)
         if snapshot is not None:
@@ -232,7 +243,7 @@ class DataPlane:
             session.model.version.manifest_sha256,
             session.next_frame,
             session.trial_count,
-            dict(zip(names, session.mouse.step.arrays(session.state), strict=True)),
+            dict(zip(names, session.mouse.stepper.arrays(session.state), strict=True)),
             session.id,
         )
 
@@ -263,8 +274,9 @@ class DataPlane:
                             session.mouse,
                             kept.responses,
                             kept.timing,
-                            kept.first_frame,
+                            _answered(session, kept.first_frame),
                             replayed=True,
+                            next_frame=kept.first_frame + int(video.shape[0]),
                         )
                 if frame_index != session.next_frame:
                     raise FailedPreconditionError(
@@ -296,7 +308,7 @@ class DataPlane:
             self.message_limit,
         )
         (outputs, state), timing = await self.scheduler.run(
-            functools.partial(session.mouse.step.run, feeds, session.state),
+            functools.partial(session.mouse.stepper.run, feeds, session.state),
             (session.model.name, "step"),
         )
         if not session.state:  # closed while the step ran
@@ -307,11 +319,26 @@ class DataPlane:
         responses = outputs[0]
         if value is not None:
             session.replies.append(Replayable(session.trial_count, first, value, responses, timing))
-        return Prediction(session.model, session.mouse, responses, timing, first)
+        return Prediction(
+            session.model,
+            session.mouse,
+            responses,
+            timing,
+            _answered(session, first),
+            next_frame=session.next_frame,
+        )
 
     def close_stream(self, session: StreamSession) -> None:
         """End a session and free its state."""
         self.sessions.close(session)
+
+
+def _answered(session: StreamSession, first: int) -> int:
+    """The first frame a step answers whose first input frame is ``first``.
+
+    A window stream of a model that is not causal answers ``latency_frames`` late.
+    """
+    return max(0, first - session.model.streaming.latency_frames)
 
 
 def _match(asked: str, snapshot: str, field: str) -> str:

@@ -5,6 +5,9 @@ Layout (Triton-style)::
     <repository>/<model>/<version>/manifest.json
     <repository>/<model>/<version>/mice/<session>/{clip,step}.onnx
 
+The step graph is optional: a version without one (a user's clip-only model) streams
+by window when its manifest declares a checked window, or not at all (``streaming``).
+
 A version is read only if its manifest is well formed, every file it lists is
 present with the recorded size and SHA-256, and every graph opens in ONNX Runtime
 with the inputs and outputs (names and fixed extents) that the manifest declares.
@@ -53,7 +56,41 @@ class MouseGraphs:
     neuron_count: int
     neuron_ids: list[int]
     clip: Path
-    step: Path
+    step: Path | None
+
+
+STREAMING_MODES = ("state", "window", "none")
+
+
+@dataclass(frozen=True)
+class Streaming:
+    """How a version streams: ``state`` (step graph), ``window`` (clip graph) or ``none``."""
+
+    mode: str
+    window_frames: int = 0
+    latency_frames: int = 0
+
+
+def streaming_of(manifest: dict[str, Any], file: Path) -> Streaming:
+    """The manifest's ``streaming`` entry, checked (default: state with a step graph, else none)."""
+    has_step = "step" in manifest["graphs"]
+    entry = manifest.get("streaming", {"mode": "state" if has_step else "none"})
+    if not isinstance(entry, dict) or entry.get("mode") not in STREAMING_MODES:
+        raise RepositoryError(
+            f"{file}: 'streaming' needs a mode in {STREAMING_MODES}, got {entry!r}"
+        )
+    window, latency = entry.get("window_frames", 0), entry.get("latency_frames", 0)
+    if not (isinstance(window, int) and isinstance(latency, int)) or window < 0 or latency < 0:
+        raise RepositoryError(f"{file}: streaming window and latency must be integers >= 0")
+    mode = entry["mode"]
+    if mode == "state" and not has_step:
+        raise RepositoryError(f"{file}: streaming mode 'state' needs a step graph")
+    if mode == "window" and not latency < window:
+        raise RepositoryError(
+            f"{file}: streaming by window needs window_frames > latency_frames, got "
+            f"{window} and {latency}"
+        )
+    return Streaming(mode, window if mode == "window" else 0, latency if mode == "window" else 0)
 
 
 @dataclass(frozen=True)
@@ -66,6 +103,7 @@ class ModelVersion:
     manifest: dict[str, Any]
     manifest_sha256: str
     mice: dict[str, MouseGraphs]
+    streaming: Streaming = Streaming("state")
 
     @property
     def state_compatible(self) -> frozenset[str]:
@@ -161,10 +199,14 @@ def read_version(path: str | Path) -> ModelVersion:
     path = Path(path)
     manifest, digest = _read_manifest(path)
     _verify_files(path, manifest["files"])
+    streaming = streaming_of(manifest, path / MANIFEST)
+    kinds = [k for k in ("clip", "step") if k in manifest["graphs"]]
+    if "clip" not in kinds:
+        raise RepositoryError(f"{path / MANIFEST}: 'graphs' has no clip graph")
     mice = {}
     for entry in manifest["mice"]:
-        graphs = {}
-        for kind in ("clip", "step"):
+        graphs: dict[str, Path] = {}
+        for kind in kinds:
             rel = entry.get("graphs", {}).get(kind)
             if rel not in manifest["files"]:
                 raise RepositoryError(
@@ -182,9 +224,11 @@ def read_version(path: str | Path) -> ModelVersion:
             int(entry["neuron_count"]),
             list(entry["neuron_ids"]),
             graphs["clip"],
-            graphs["step"],
+            graphs.get("step"),
         )
-    return ModelVersion(manifest["name"], manifest["version"], path, manifest, digest, mice)
+    return ModelVersion(
+        manifest["name"], manifest["version"], path, manifest, digest, mice, streaming
+    )
 
 
 def list_versions(repository: str | Path) -> list[Path]:

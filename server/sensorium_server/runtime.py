@@ -1,8 +1,10 @@
 """Loaded models: ONNX Runtime sessions per mouse, warmed up and parity-checked.
 
 A version is served only after :func:`sensorium_server.repository.read_version`
-accepts it and its streaming graph, stepped frame by frame, reproduces its
-whole-clip graph on a random clip (design.md: parity at export and again at load).
+accepts it and its streaming path, stepped frame by frame, reproduces its
+whole-clip graph on a random clip (design.md: parity at export and again at load):
+the step graph, or for a clip-only model with a checked window, the clip graph run
+window by window (:mod:`sensorium_server.windowing`).
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ import onnxruntime as ort
 from sensorium_server.errors import NotFoundError, UnavailableError
 from sensorium_server.repository import (
     ModelVersion,
+    MouseGraphs,
     RepositoryError,
+    Streaming,
     list_versions,
     read_version,
 )
 from sensorium_server.scheduler import lower_priority
 from sensorium_server.settings import Settings, parse_version_policy
 from sensorium_server.stepping import State, StateSpec, Stepper
+from sensorium_server.windowing import WindowStepper
 
 logger = logging.getLogger(__name__)
 PARITY_FRAMES = 12
@@ -35,14 +40,16 @@ PARITY_TOLERANCE = 1e-3  # relative; export checks 1e-4 on CPU, GPUs may use TF3
 
 @dataclass
 class MouseRuntime:
-    """The two graphs of one mouse, ready to run."""
+    """The graphs of one mouse, ready to run."""
 
     mouse: str
     neuron_ids: list[int]
     clip: ort.InferenceSession
-    step: Stepper
-    # The step graph with the clip graph's threads: long clips run through it in chunks.
-    chunks: Stepper
+    # Streams: the step graph, the clip graph by window, or None (clip only).
+    step: Stepper | WindowStepper | None
+    # The step graph with the clip graph's threads: long clips run through it in
+    # chunks (None without a step graph: clips run whole).
+    chunks: Stepper | None
     state: list[StateSpec]
     input_defaults: dict[str, list[float]] = field(default_factory=dict)
 
@@ -53,7 +60,14 @@ class MouseRuntime:
 
     def initial_state(self) -> State:
         """Zero state of a new trial, batch of 1, where the step graph runs."""
-        return self.step.initial_state()
+        return self.stepper.initial_state()
+
+    @property
+    def stepper(self) -> Stepper | WindowStepper:
+        """What steps this mouse's streams (only asked of a model that streams)."""
+        if self.step is None:
+            raise RuntimeError(f"{self.mouse}: this model has no streaming path")
+        return self.step
 
 
 @dataclass
@@ -72,6 +86,11 @@ class LoadedModel:
     def manifest(self) -> dict[str, Any]:
         """The version's manifest."""
         return self.version.manifest
+
+    @property
+    def streaming(self) -> Streaming:
+        """How this version streams."""
+        return self.version.streaming
 
     @property
     def frame_shape(self) -> tuple[int, int]:
@@ -132,21 +151,23 @@ def _open(
 def check_stream_parity(mouse: MouseRuntime, frame_shape: tuple[int, int]) -> float:
     """Step a random clip frame by frame; relative max error against the whole clip."""
     rng = np.random.default_rng(0)
-    video = rng.uniform(0, 255, (1, PARITY_FRAMES, *frame_shape)).astype(np.float32)
-    behavior = rng.uniform(0, 10, (1, PARITY_FRAMES, 2)).astype(np.float32)
-    pupil = rng.uniform(-5, 5, (1, PARITY_FRAMES, 2)).astype(np.float32)
+    frames = PARITY_FRAMES + getattr(mouse.stepper, "latency", 0)
+    video = rng.uniform(0, 255, (1, frames, *frame_shape)).astype(np.float32)
+    behavior = rng.uniform(0, 10, (1, frames, 2)).astype(np.float32)
+    pupil = rng.uniform(-5, 5, (1, frames, 2)).astype(np.float32)
     clip = mouse.clip.run(None, {"video": video, "behavior": behavior, "pupil_center": pupil})[0]
     state = mouse.initial_state()
     stepped = []
-    for t in range(PARITY_FRAMES):
+    for t in range(frames):
         frame = {
             "video": video[:, t : t + 1],
             "behavior": behavior[:, t : t + 1],
             "pupil_center": pupil[:, t : t + 1],
         }
-        responses, state = mouse.step.run(frame, state)
+        responses, state = mouse.stepper.run(frame, state)
         stepped.append(responses)
-    error = np.abs(np.concatenate(stepped, axis=1) - clip).max()
+    streamed = np.concatenate(stepped, axis=1)  # a window stream answers latency frames late
+    error = np.abs(streamed - clip[:, : streamed.shape[1]]).max()
     return float(error / max(float(np.abs(clip).max()), 1e-6))
 
 
@@ -160,28 +181,59 @@ def load_version(path: Path, settings: Settings) -> LoadedModel:
     loaded = LoadedModel(version, {})
     for name, graphs in version.mice.items():
         entry = next(m for m in version.manifest["mice"] if m["mouse"] == name)
+        clip = _open(
+            graphs.clip, settings, settings.clip_threads, settings.clip_priority, arena=False
+        )
+        step, chunks = _streaming(graphs, version.streaming, states, settings, loaded.frame_shape)
         mouse = MouseRuntime(
             name,
             graphs.neuron_ids,
-            _open(
-                graphs.clip, settings, settings.clip_threads, settings.clip_priority, arena=False
-            ),
+            clip,
+            step,
+            chunks,
+            step.specs if isinstance(step, WindowStepper) else states,
+            dict(entry.get("input_defaults", {})),
+        )
+        if step is not None:
+            error = check_stream_parity(mouse, loaded.frame_shape)
+            if not error < PARITY_TOLERANCE:
+                raise RepositoryError(
+                    f"{graphs.step or graphs.clip}: streaming ({version.streaming.mode}) does "
+                    f"not reproduce the clip graph (relative error {error:.2e} > "
+                    f"{PARITY_TOLERANCE:.0e})"
+                )
+        loaded.mice[name] = mouse
+    return loaded
+
+
+def _streaming(
+    graphs: MouseGraphs,
+    streaming: Streaming,
+    states: list[StateSpec],
+    settings: Settings,
+    frame_shape: tuple[int, int],
+) -> tuple[Stepper | WindowStepper | None, Stepper | None]:
+    """What steps streams of a mouse, and what runs long clips in chunks."""
+    if streaming.mode == "state" and graphs.step is not None:
+        return (
             Stepper(_open(graphs.step, settings, settings.intra_op_threads), states),
             Stepper(
                 _open(graphs.step, settings, settings.clip_threads, settings.clip_priority),
                 states,
             ),
-            states,
-            dict(entry.get("input_defaults", {})),
         )
-        error = check_stream_parity(mouse, loaded.frame_shape)
-        if not error < PARITY_TOLERANCE:
-            raise RepositoryError(
-                f"{graphs.step}: stepping does not reproduce the clip graph "
-                f"(relative error {error:.2e} > {PARITY_TOLERANCE:.0e})"
-            )
-        loaded.mice[name] = mouse
-    return loaded
+    if streaming.mode == "window":
+        # The clip graph again, with the step lane's threads and priority.
+        session = _open(graphs.clip, settings, settings.intra_op_threads)
+        window = WindowStepper(
+            session,
+            streaming.window_frames,
+            streaming.latency_frames,
+            frame_shape,
+            graphs.neuron_count,
+        )
+        return window, None
+    return None, None
 
 
 def select_versions(repository: Path, policy: str) -> list[Path]:

@@ -173,6 +173,9 @@ class PredictorServicer(pb_grpc.PredictorServicer):
                 origin=origin,  # type: ignore[arg-type]
                 resume_window_s=self._plane.settings.idle_timeout_s,
                 replica_id=self._plane.sessions.replica_id,
+                streaming_mode=convert.STREAMING_MODES[session.model.streaming.mode],
+                window_frames=session.model.streaming.window_frames,
+                latency_frames=session.model.streaming.latency_frames,
             )
         )
 
@@ -205,6 +208,7 @@ class PredictorServicer(pb_grpc.PredictorServicer):
                 responses=convert.responses_tensor(result.responses, session.response_dtype),
                 timing=convert.timing_message(result.timing),
                 replayed=result.replayed,
+                next_frame=result.next_frame,
             )
         )
 

@@ -15,6 +15,13 @@ class DataType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DATA_TYPE_FLOAT16: _ClassVar[DataType]
     DATA_TYPE_FLOAT32: _ClassVar[DataType]
 
+class StreamingMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STREAMING_MODE_UNSPECIFIED: _ClassVar[StreamingMode]
+    STREAMING_MODE_STATE: _ClassVar[StreamingMode]
+    STREAMING_MODE_WINDOW: _ClassVar[StreamingMode]
+    STREAMING_MODE_NONE: _ClassVar[StreamingMode]
+
 class GraphKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     GRAPH_KIND_UNSPECIFIED: _ClassVar[GraphKind]
@@ -31,6 +38,10 @@ DATA_TYPE_UNSPECIFIED: DataType
 DATA_TYPE_UINT8: DataType
 DATA_TYPE_FLOAT16: DataType
 DATA_TYPE_FLOAT32: DataType
+STREAMING_MODE_UNSPECIFIED: StreamingMode
+STREAMING_MODE_STATE: StreamingMode
+STREAMING_MODE_WINDOW: StreamingMode
+STREAMING_MODE_NONE: StreamingMode
 GRAPH_KIND_UNSPECIFIED: GraphKind
 GRAPH_KIND_CLIP: GraphKind
 GRAPH_KIND_STEP: GraphKind
@@ -85,7 +96,7 @@ class TrainingInfo(_message.Message):
     def __init__(self, datasets: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., git_revision: _Optional[str] = ..., created: _Optional[str] = ..., architecture: _Optional[str] = ...) -> None: ...
 
 class ModelManifest(_message.Message):
-    __slots__ = ("name", "version", "mice", "frame_height", "frame_width", "frame_rate_hz", "input_channels", "burn_in_frames", "graphs", "causal", "max_frames_per_step", "manifest_sha256", "training")
+    __slots__ = ("name", "version", "mice", "frame_height", "frame_width", "frame_rate_hz", "input_channels", "burn_in_frames", "graphs", "causal", "max_frames_per_step", "manifest_sha256", "training", "streaming_mode", "window_frames", "latency_frames")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MICE_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +110,9 @@ class ModelManifest(_message.Message):
     MAX_FRAMES_PER_STEP_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_SHA256_FIELD_NUMBER: _ClassVar[int]
     TRAINING_FIELD_NUMBER: _ClassVar[int]
+    STREAMING_MODE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FRAMES_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     mice: _containers.RepeatedCompositeFieldContainer[MouseInfo]
@@ -112,7 +126,10 @@ class ModelManifest(_message.Message):
     max_frames_per_step: int
     manifest_sha256: str
     training: TrainingInfo
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., mice: _Optional[_Iterable[_Union[MouseInfo, _Mapping]]] = ..., frame_height: _Optional[int] = ..., frame_width: _Optional[int] = ..., frame_rate_hz: _Optional[float] = ..., input_channels: _Optional[_Iterable[str]] = ..., burn_in_frames: _Optional[int] = ..., graphs: _Optional[_Iterable[_Union[GraphKind, str]]] = ..., causal: _Optional[bool] = ..., max_frames_per_step: _Optional[int] = ..., manifest_sha256: _Optional[str] = ..., training: _Optional[_Union[TrainingInfo, _Mapping]] = ...) -> None: ...
+    streaming_mode: StreamingMode
+    window_frames: int
+    latency_frames: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., mice: _Optional[_Iterable[_Union[MouseInfo, _Mapping]]] = ..., frame_height: _Optional[int] = ..., frame_width: _Optional[int] = ..., frame_rate_hz: _Optional[float] = ..., input_channels: _Optional[_Iterable[str]] = ..., burn_in_frames: _Optional[int] = ..., graphs: _Optional[_Iterable[_Union[GraphKind, str]]] = ..., causal: _Optional[bool] = ..., max_frames_per_step: _Optional[int] = ..., manifest_sha256: _Optional[str] = ..., training: _Optional[_Union[TrainingInfo, _Mapping]] = ..., streaming_mode: _Optional[_Union[StreamingMode, str]] = ..., window_frames: _Optional[int] = ..., latency_frames: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -277,7 +294,7 @@ class StreamDraining(_message.Message):
     def __init__(self, reason: _Optional[str] = ..., snapshot: _Optional[_Union[StateSnapshot, _Mapping]] = ...) -> None: ...
 
 class StreamOpened(_message.Message):
-    __slots__ = ("session_id", "model", "version", "mouse", "neuron_count", "burn_in_frames", "max_frames_per_step", "next_frame", "trial_count", "origin", "resume_window_s", "replica_id")
+    __slots__ = ("session_id", "model", "version", "mouse", "neuron_count", "burn_in_frames", "max_frames_per_step", "next_frame", "trial_count", "origin", "resume_window_s", "replica_id", "streaming_mode", "window_frames", "latency_frames")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -290,6 +307,9 @@ class StreamOpened(_message.Message):
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     RESUME_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    STREAMING_MODE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FRAMES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     model: str
     version: int
@@ -302,19 +322,24 @@ class StreamOpened(_message.Message):
     origin: StreamOrigin
     resume_window_s: float
     replica_id: str
-    def __init__(self, session_id: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., mouse: _Optional[str] = ..., neuron_count: _Optional[int] = ..., burn_in_frames: _Optional[int] = ..., max_frames_per_step: _Optional[int] = ..., next_frame: _Optional[int] = ..., trial_count: _Optional[int] = ..., origin: _Optional[_Union[StreamOrigin, str]] = ..., resume_window_s: _Optional[float] = ..., replica_id: _Optional[str] = ...) -> None: ...
+    streaming_mode: StreamingMode
+    window_frames: int
+    latency_frames: int
+    def __init__(self, session_id: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., mouse: _Optional[str] = ..., neuron_count: _Optional[int] = ..., burn_in_frames: _Optional[int] = ..., max_frames_per_step: _Optional[int] = ..., next_frame: _Optional[int] = ..., trial_count: _Optional[int] = ..., origin: _Optional[_Union[StreamOrigin, str]] = ..., resume_window_s: _Optional[float] = ..., replica_id: _Optional[str] = ..., streaming_mode: _Optional[_Union[StreamingMode, str]] = ..., window_frames: _Optional[int] = ..., latency_frames: _Optional[int] = ...) -> None: ...
 
 class StreamResponses(_message.Message):
-    __slots__ = ("frame_index", "responses", "timing", "replayed")
+    __slots__ = ("frame_index", "responses", "timing", "replayed", "next_frame")
     FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
     RESPONSES_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FRAME_FIELD_NUMBER: _ClassVar[int]
     frame_index: int
     responses: Tensor
     timing: Timing
     replayed: bool
-    def __init__(self, frame_index: _Optional[int] = ..., responses: _Optional[_Union[Tensor, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    next_frame: int
+    def __init__(self, frame_index: _Optional[int] = ..., responses: _Optional[_Union[Tensor, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., replayed: _Optional[bool] = ..., next_frame: _Optional[int] = ...) -> None: ...
 
 class StreamResetDone(_message.Message):
     __slots__ = ("trial_count",)
