@@ -204,9 +204,12 @@ def test_oip_sequence_streams_by_window(
 
 
 def test_clip_only_model_refuses_streams_with_the_reason(window_server: ServerThread) -> None:
-    with Client(window_server.target) as client, pytest.raises(SensoriumError) as caught:
-        with client.stream(model="cliponly") as session:
-            session.step(*(a[0] for a in _clip(1)))
+    with (
+        Client(window_server.target) as client,
+        pytest.raises(SensoriumError) as caught,
+        client.stream(model="cliponly") as session,
+    ):
+        session.step(*(a[0] for a in _clip(1)))
     assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "does not stream" in str(caught.value)
     assert "window_frames" in str(caught.value)
