@@ -6,7 +6,7 @@ CONSTRAINTS := constraints/ci.txt
 BUF_VERSION := 1.75.0
 DEMO_DIR := build/demo
 
-.PHONY: help venv run deploy-check image-check synth-small bench-serving bench-scoring bench-soak bench-mixed synth-default default-model bench-streaming test lint format protos protos-check buf-lint client-only ci clean
+.PHONY: help venv run deploy-check image-check synth-small bench-serving bench-scoring bench-soak bench-mixed bench-window synth-default default-model bench-streaming test lint format protos protos-check buf-lint client-only ci clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -54,6 +54,9 @@ bench-soak: venv  ## rig streams for MINUTES (default 10) under clip load, churn
 
 bench-mixed: venv  ## 8 rig streams while clips loop on the same server (streams before clips; 2 min)
 	$(BIN)/python bench/soak.py --mixed --minutes 2
+
+bench-window: venv  ## per-frame cost of streaming by window (clip-only models) vs by step graph
+	$(BIN)/python bench/window_cost.py
 
 bench-scoring: venv  ## scoring throughput through the server vs PyTorch eager (needs build/synth)
 	$(BIN)/python bench/scoring.py
