@@ -15,13 +15,11 @@ Run: ``python examples/causal_transformer.py`` (untrained weights).
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
-from harness import check, served
+from harness import Served, report, run_example
 from torch import nn
 
 from sensorium_export import export_model
@@ -86,7 +84,7 @@ class CausalTransformer(nn.Module):
         return nn.functional.softplus(self.readout(x))
 
 
-def export(repository: Path) -> tuple[Path, CausalTransformer]:
+def export(repository: Path) -> Served:
     """Export with causal=True and its window (both checked)."""
     torch.manual_seed(0)
     module = CausalTransformer().eval()
@@ -99,26 +97,18 @@ def export(repository: Path) -> tuple[Path, CausalTransformer]:
         causal=True,
         window_frames=WINDOW,
     )
-    print(f"wrote {target}")
-    for result in results:
-        print(f"  check {result.check:48s} {result.error:.2e}")
-    return target, module
+    report(target, results)
+    return {("transformer", MOUSE): module}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Export, serve, and check Predict and a window stream against torch."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--repository", type=Path, help="model repository (default: a temporary one)"
+    return run_example(
+        __doc__ or "",
+        export,
+        f"ok: Predict and the window stream ({WINDOW} frames) equal the torch module",
+        argv,
     )
-    args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as scratch:
-        repository = args.repository or Path(scratch)
-        _, module = export(repository)
-        with served(repository) as target:
-            check(target, "transformer", MOUSE, module)
-    print(f"ok: Predict and the window stream ({WINDOW} frames) equal the torch module")
-    return 0
 
 
 if __name__ == "__main__":

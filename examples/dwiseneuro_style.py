@@ -17,13 +17,11 @@ Run: ``python examples/dwiseneuro_style.py`` (untrained weights).
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
-from harness import check, served
+from harness import Served, report, run_example
 from torch import nn
 
 from sensorium_export import export_model
@@ -87,7 +85,7 @@ class DwiseStyle(nn.Module):
         return nn.functional.softplus(self.readout(pooled))
 
 
-def export(repository: Path) -> tuple[Path, DwiseStyle]:
+def export(repository: Path) -> Served:
     """Export with its latency and window declared (both checked)."""
     torch.manual_seed(0)
     module = DwiseStyle().eval()
@@ -101,26 +99,18 @@ def export(repository: Path) -> tuple[Path, DwiseStyle]:
         latency_frames=LATENCY,
         input_defaults={"behavior": [20.0, 5.0], "pupil_center": [160.0, 110.0]},
     )
-    print(f"wrote {target}")
-    for result in results:
-        print(f"  check {result.check:48s} {result.error:.2e}")
-    return target, module
+    report(target, results)
+    return {("dwiseneuro", MOUSE): module}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Export, serve, and check Predict and a window stream against torch."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--repository", type=Path, help="model repository (default: a temporary one)"
+    return run_example(
+        __doc__ or "",
+        export,
+        f"ok: Predict equals torch; the window stream answers {LATENCY} frames late, exactly",
+        argv,
     )
-    args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as scratch:
-        repository = args.repository or Path(scratch)
-        _, module = export(repository)
-        with served(repository) as target:
-            check(target, "dwiseneuro", MOUSE, module)
-    print(f"ok: Predict equals torch; the window stream answers {LATENCY} frames late, exactly")
-    return 0
 
 
 if __name__ == "__main__":

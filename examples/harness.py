@@ -8,13 +8,14 @@ the torch module's own output on the same inputs.
 
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -124,3 +125,30 @@ def check(
         if not error <= TOLERANCE:
             raise SystemExit(f"{model}/{mouse}: {label} differs from torch by {error:.2e}")
     return errors
+
+
+Served = dict[tuple[str, str], nn.Module]  # (model, mouse) -> the torch module it serves
+
+
+def report(target: Path, results: Sequence[object]) -> None:
+    """Print what was written and every check's result."""
+    print(f"wrote {target}")
+    for result in results:
+        print(f"  check {result.check:48s} {result.error:.2e}")  # type: ignore[attr-defined]
+
+
+def run_example(
+    doc: str, export: Callable[[Path], Served], done: str, argv: list[str] | None
+) -> int:
+    """An example's main: export into a repository, serve it, check every module, say ``done``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--repository", type=Path, help="model repository (default: temporary)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as scratch:
+        repository = args.repository or Path(scratch)
+        modules = export(repository)
+        with served(repository) as target:
+            for (model, mouse), module in modules.items():
+                check(target, model, mouse, module)
+    print(done)
+    return 0

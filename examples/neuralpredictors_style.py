@@ -21,13 +21,11 @@ Run: ``python examples/neuralpredictors_style.py`` (untrained weights; load your
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
-from harness import check, served
+from harness import Served, report, run_example
 from torch import nn
 
 from sensorium_export import MouseModule, export_mice
@@ -120,7 +118,7 @@ class PerMouse(nn.Module):
         return out.transpose(1, 2)
 
 
-def export(repository: Path) -> tuple[Path, dict[str, PerMouse]]:
+def export(repository: Path) -> Served:
     """Both mice of one multi-mouse model as one version of ``neuralpredictors``."""
     torch.manual_seed(0)
     model = MultiMouse(MICE).eval()
@@ -136,27 +134,15 @@ def export(repository: Path) -> tuple[Path, dict[str, PerMouse]]:
     target, results = export_mice(
         mice, repository, "neuralpredictors", causal=True, window_frames=model.receptive_field
     )
-    print(f"wrote {target}")
-    for result in results:
-        print(f"  check {result.check:48s} {result.error:.2e}")
-    return target, wrapped
+    report(target, results)
+    return {("neuralpredictors", mouse): module for mouse, module in wrapped.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Export, serve, and check both mice through the SDK against torch."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--repository", type=Path, help="model repository (default: a temporary one)"
+    return run_example(
+        __doc__ or "", export, "ok: Predict and window streams equal the torch module", argv
     )
-    args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as scratch:
-        repository = args.repository or Path(scratch)
-        _, wrapped = export(repository)
-        with served(repository) as target:
-            for mouse, module in wrapped.items():
-                check(target, "neuralpredictors", mouse, module)
-    print("ok: Predict and window streams equal the torch module")
-    return 0
 
 
 if __name__ == "__main__":

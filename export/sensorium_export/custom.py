@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from sensorium_export.graphs import INPUTS, ExportError, check_dynamic_axes
-from sensorium_export.parity import ParityResult, relative_error
+from sensorium_export.parity import ParityResult, raise_failed, relative_error
 from sensorium_export.repository import stage_version
 from sensorium_export.rewrite import rewrite
 from sensorium_export.versions import MouseEntry, Temporal, custom_manifest
@@ -170,12 +170,7 @@ def check_module(
             )
         error = relative_error(run(*inputs), reference.numpy())
         results.append(ParityResult("torch vs onnx (clip)", label, error))
-    failed = [r for r in results if not r.passed]
-    if failed:
-        raise ExportError(
-            "ONNX Runtime does not reproduce the module: "
-            + "; ".join(f"{r.inputs}: {r.error:.2e} (limit {r.tolerance:g})" for r in failed)
-        )
+    raise_failed(results, "ONNX Runtime does not reproduce the module")
     return results
 
 

@@ -21,7 +21,13 @@ import onnxruntime as ort
 
 from sensorium_export.custom import real_looking, runner
 from sensorium_export.graphs import INPUTS, ExportError
-from sensorium_export.parity import ParityResult, relative_error, run_clip, run_stream
+from sensorium_export.parity import (
+    ParityResult,
+    raise_failed,
+    relative_error,
+    run_clip,
+    run_stream,
+)
 from sensorium_export.repository import stage_version
 from sensorium_export.versions import MouseEntry, Temporal, custom_manifest
 
@@ -114,12 +120,9 @@ def _check_step(
         results.append(
             ParityResult(f"stream k={k} vs clip", "real-looking", relative_error(streamed, whole))
         )
-    failed = [r for r in results if not r.passed]
-    if failed:
-        raise ExportError(
-            "the step graph, stepped from zero state, does not reproduce the clip graph: "
-            + "; ".join(f"{r.check}: {r.error:.2e}" for r in failed)
-        )
+    raise_failed(
+        results, "the step graph, stepped from zero state, does not reproduce the clip graph"
+    )
     return results
 
 

@@ -106,7 +106,7 @@ def check_parity(
             results.append(
                 ParityResult(f"stream k={k} vs clip", label, relative_error(streamed, whole))
             )
-    _raise_failed(results)
+    raise_failed(results)
     return results
 
 
@@ -146,14 +146,15 @@ def check_previous(
             results.append(
                 ParityResult(f"previous vs new ({graph})", label, error, REEXPORT_TOLERANCE)
             )
-    _raise_failed(results)
+    raise_failed(results)
     return results
 
 
-def _raise_failed(results: list[ParityResult]) -> None:
+def raise_failed(results: list[ParityResult], what: str = "parity failed") -> None:
+    """Raise ExportError listing every comparison over its tolerance, if any."""
     failed = [r for r in results if not r.passed]
     if failed:
         lines = "; ".join(
             f"{r.check} on {r.inputs}: {r.error:.2e} (limit {r.tolerance:g})" for r in failed
         )
-        raise ExportError(f"parity failed: {lines}")
+        raise ExportError(f"{what}: {lines}")

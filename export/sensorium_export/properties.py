@@ -26,7 +26,7 @@ from sensorium_export.graphs import ExportError
 # video (B, T, H, W), behavior (B, T, 2), pupil_center (B, T, 2) -> responses (B, T, N)
 Runner = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 Inputs = tuple[np.ndarray, np.ndarray, np.ndarray]
-TOLERANCE = 1e-5  # relative to the largest response: a real leak moves responses far more
+TOLERANCE = 1e-6  # relative to the largest response; frames that do not matter move nothing (0.0)
 SEARCH_LIMIT = 48  # single-frame runs spent naming the frame that leaked
 
 
