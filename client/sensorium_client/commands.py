@@ -38,17 +38,32 @@ def models(args: argparse.Namespace) -> int:
                 "frame_shape": list(m.frame_shape),
                 "mice": {x.mouse: x.neuron_count for x in m.mice},
                 "manifest_sha256": m.manifest_sha256,
+                "streaming": {
+                    "mode": m.streaming_mode,
+                    "window_frames": m.window_frames,
+                    "latency_frames": m.latency_frames,
+                },
             }
             for m in served
         ]
     }
     lines = [
-        f"{m.name} v{m.version} ({m.architecture}, frames {m.frame_shape[0]}x{m.frame_shape[1]})"
-        + "".join(f"\n  {x.mouse}: {x.neuron_count} neurons" for x in m.mice)
+        f"{m.name} v{m.version} ({m.architecture}, frames {m.frame_shape[0]}x{m.frame_shape[1]}, "
+        f"{_streams(m)})" + "".join(f"\n  {x.mouse}: {x.neuron_count} neurons" for x in m.mice)
         for m in served
     ]
     _emit(args, data, lines)
     return 0
+
+
+def _streams(model: ModelInfo) -> str:
+    """How a model streams, in words."""
+    if model.streaming_mode == "none":
+        return "clip only: does not stream"
+    if model.streaming_mode == "window":
+        late = f", answers {model.latency_frames} frames late" if model.latency_frames else ""
+        return f"streams by window of {model.window_frames} frames{late}"
+    return "streams with state"
 
 
 def _load(path: str, name: str) -> np.ndarray:
@@ -143,6 +158,8 @@ def stream(args: argparse.Namespace) -> int:
     with _connect(args) as client:
         info = client.model(args.model)
         video, behavior, pupil_center, notes = load_trial(args, info)
+        if info.streaming_mode == "window":
+            notes = [*notes, f"{info.name} {_streams(info)}"]
         latencies, period = [], 1.0 / args.rate
         with client.stream(mouse=args.mouse, model=info.name) as session:
             start = time.perf_counter()

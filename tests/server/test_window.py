@@ -15,6 +15,7 @@ from torch import nn
 from sensorium_client import Client
 from sensorium_client.errors import SensoriumError
 from sensorium_export import export_model
+from tests.conftest import run_console_script
 from tests.serving import ServerThread, local_settings
 
 NEURONS = 12
@@ -230,3 +231,12 @@ def test_unchecked_window_in_a_manifest_is_checked_again_at_load(
     (target / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(RepositoryError, match="streaming \\(window\\) does not reproduce"):
         load_version(target, local_settings(tmp_path))
+
+
+def test_client_cli_says_how_each_model_streams(window_server: ServerThread) -> None:
+    listed = run_console_script("client", "models", "--server", window_server.target)
+    assert listed.returncode == 0, listed.stderr
+    assert "late v1" in listed.stdout
+    assert "streams by window of 6 frames, answers 2 frames late" in listed.stdout
+    assert "cliponly v1" in listed.stdout
+    assert "clip only: does not stream" in listed.stdout
