@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from sensorium_server.errors import StartupError
 from sensorium_server.server import serve
 from sensorium_server.settings import parse_settings
 
@@ -18,7 +19,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return asyncio.run(serve(settings))
+    try:
+        return asyncio.run(serve(settings))
+    except StartupError as err:
+        print(f"sensorium-server: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+def short(text: str, limit: int = 64) -> str:
+    """``text`` cut to ``limit`` characters (names a client chose, echoed in messages)."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 class ServingError(Exception):
     """Base class: the message is safe to show to the client."""
 
@@ -29,3 +34,7 @@ class UnavailableError(ServingError):
 
 class IdleTimeoutError(ServingError):
     """A stream sent nothing for longer than the idle timeout; its session was closed."""
+
+
+class StartupError(Exception):
+    """A setting the server cannot start with (a TLS or tokens file); names file and fault."""

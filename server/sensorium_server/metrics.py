@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
 import threading
-from wsgiref.simple_server import WSGIServer
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     CollectorRegistry,
@@ -12,8 +16,9 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
-    start_http_server,
+    make_wsgi_app,
 )
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from sensorium_server.scheduler import Timing
 
@@ -107,7 +112,19 @@ class Metrics:
         self.load_failures = Gauge(
             "sensorium_model_load_failures", "Model versions that failed to load", registry=r
         )
+        self.unauthenticated = Counter(
+            "sensorium_unauthenticated_calls",
+            "Calls refused for a missing or unknown bearer token",
+            registry=r,
+        )
+        # Model label values the server chose: served model names (client-chosen
+        # names never become label values; anything else is "unknown").
+        self.known_models: set[str] = {""}
         self._http: tuple[WSGIServer, threading.Thread] | None = None
+
+    def model_label(self, name: str) -> str:
+        """``name`` when it is a served model (or empty), else ``unknown``."""
+        return name if name in self.known_models else "unknown"
 
     def observe_inference(self, model: str, graph: str, timing: Timing) -> None:
         """Record one inference's queue and compute time (the scheduler's observer)."""
@@ -115,15 +132,42 @@ class Metrics:
         self.compute.labels(model, graph).observe(timing.compute_s)
 
     def count(self, rpc: str, model: str, code: str) -> None:
-        """Count one finished RPC."""
+        """Count one finished RPC (an unserved model name counts as ``unknown``)."""
+        model = self.model_label(model)
         self.requests.labels(rpc, model, code).inc()
         if code != "OK":
             self.errors.labels(rpc, model, code).inc()
 
-    def serve(self, port: int, host: str = "0.0.0.0") -> int:
-        """Expose ``/metrics`` over HTTP on ``port`` (0: any free port); returns the port."""
-        self._http = start_http_server(port, addr=host, registry=self.registry)
-        return int(self._http[0].server_port)
+    def serve(self, port: int, host: str = "0.0.0.0", tls: tuple[str, str] | None = None) -> int:
+        """Serve ``/metrics`` (404 elsewhere) on ``host:port``, HTTPS with ``tls`` (cert, key).
+
+        Port 0 means any free port; returns the port.
+        """
+        app = make_wsgi_app(self.registry)
+
+        def only_metrics(
+            environ: dict[str, Any], start_response: Callable[..., Any]
+        ) -> Iterable[bytes]:
+            if environ.get("PATH_INFO", "") not in ("/metrics", "/metrics/"):
+                start_response("404 Not Found", [("Content-Type", "text/plain")])
+                return [b"not found: this port serves /metrics only\n"]
+            return app(environ, start_response)
+
+        host = host.strip("[]") or "0.0.0.0"
+        server_class = type(
+            "MetricsServer",
+            (ThreadingWSGIServer,),
+            {"address_family": socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]},
+        )
+        httpd: WSGIServer = make_server(host, port, only_metrics, server_class, _QuietHandler)
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+        thread = threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True)
+        thread.start()
+        self._http = (httpd, thread)
+        return int(httpd.server_port)
 
     def close(self) -> None:
         """Stop the HTTP endpoint."""
@@ -131,3 +175,10 @@ class Metrics:
             self._http[0].shutdown()
             self._http[0].server_close()
             self._http = None
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Drop it."""

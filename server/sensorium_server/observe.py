@@ -40,12 +40,22 @@ async def observe(
     except asyncio.CancelledError:
         call.code = "CANCELLED"
         raise
+    except grpc.aio.AbortError:  # the gate aborted a malformed request of a stream
+        call.code = _code_name(context)
+        raise
     except Exception as err:  # every error leaves through status_of
         code, message = status_of(err, rpc)
         call.code, failure = code.name, (code, message)
     finally:
         metrics.count(rpc, call.model, call.code)
         if unary:
-            metrics.latency.labels(rpc, call.model).observe(time.perf_counter() - started)
+            metrics.latency.labels(rpc, metrics.model_label(call.model)).observe(
+                time.perf_counter() - started
+            )
     if failure is not None:
         await context.abort(*failure)
+
+
+def _code_name(context: grpc.aio.ServicerContext) -> str:
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"

@@ -23,6 +23,7 @@ from sensorium_api.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from sensorium_server import oip_convert as convert
 from sensorium_server.dataplane import DataPlane
 from sensorium_server.errors import NotFoundError, UnavailableError
+from sensorium_server.gate import Malformed
 from sensorium_server.observe import UNREACHABLE, Call, observe
 from sensorium_server.sequences import SequenceTable
 from sensorium_server.status import status_of
@@ -144,6 +145,12 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     ) -> AsyncIterator[Any]:
         """Triton's streaming extension: one response (or error message) per request."""
         async for request in request_iterator:
+            if isinstance(request, Malformed):  # undecodable bytes: reported, the stream goes on
+                self._plane.metrics.count("oip.ModelStreamInfer", "", "INVALID_ARGUMENT")
+                yield oip.ModelStreamInferResponse(
+                    error_message=f"INVALID_ARGUMENT: {request.message}"
+                )
+                continue
             call = Call("oip.ModelStreamInfer", request.model_name)
             try:
                 reply = await self._infer(request, call)

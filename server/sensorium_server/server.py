@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from sensorium_api.inference import grpc_predict_v2_pb2 as oip
 from sensorium_api.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from sensorium_api.v1 import predictor_pb2 as pb
 from sensorium_server.dataplane import DataPlane
+from sensorium_server.errors import StartupError
+from sensorium_server.gate import Gate, TokenFileError, Tokens
 from sensorium_server.health import HealthServicer
 from sensorium_server.metrics import Metrics
 from sensorium_server.oip import InferenceServicer
@@ -97,6 +100,7 @@ class Server:
         await asyncio.get_running_loop().run_in_executor(None, store.load, settings)
         metrics = self.plane.metrics
         for name, version in store.models:
+            metrics.known_models.add(name)
             metrics.models.labels(name, str(version)).set(1)
         metrics.load_failures.set(len(store.failures))
         if not store.models:
@@ -129,28 +133,67 @@ class Server:
         self.plane.metrics.close()
 
 
+def check_tls_files(settings: Settings) -> None:
+    """Raise StartupError naming the file and the fault, before gRPC would fail obscurely."""
+    files = (
+        ("--tls-cert", settings.tls_cert),
+        ("--tls-key", settings.tls_key),
+        ("--tls-client-ca", settings.tls_client_ca),
+    )
+    for flag, name in files:
+        if name and not Path(name).is_file():
+            raise StartupError(f"{flag} {name}: no such file")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(settings.tls_cert, settings.tls_key)
+    except ssl.SSLError as err:
+        fault = (
+            "the key does not match the certificate"
+            if "KEY_VALUES_MISMATCH" in str(err)
+            else f"not a PEM certificate chain and private key ({err.reason or err})"
+        )
+        raise StartupError(
+            f"--tls-cert {settings.tls_cert} / --tls-key {settings.tls_key}: {fault}"
+        ) from None
+    if settings.tls_client_ca:
+        try:
+            ssl.create_default_context(cafile=settings.tls_client_ca)
+        except ssl.SSLError as err:
+            raise StartupError(
+                f"--tls-client-ca {settings.tls_client_ca}: not a PEM CA certificate "
+                f"({err.reason or err})"
+            ) from None
+
+
 def _bind(server: grpc.aio.Server, settings: Settings) -> int:
     """Add the gRPC port: TLS (mutual when a client CA is given) or plaintext."""
     address = f"{settings.host}:{settings.port}"
     if not settings.tls_cert:
         return int(server.add_insecure_port(address))
-    try:
-        key = Path(settings.tls_key).read_bytes()
-        chain = Path(settings.tls_cert).read_bytes()
-        ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
-    except OSError as err:
-        raise RuntimeError(f"TLS files: {err}") from None
+    check_tls_files(settings)
+    key = Path(settings.tls_key).read_bytes()
+    chain = Path(settings.tls_cert).read_bytes()
+    ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
     credentials = grpc.ssl_server_credentials(
         [(key, chain)], root_certificates=ca, require_client_auth=ca is not None
     )
     return int(server.add_secure_port(address, credentials))
 
 
+def _tokens(settings: Settings) -> Tokens | None:
+    if not settings.auth_tokens_file:
+        return None
+    try:
+        return Tokens.read(settings.auth_tokens_file)
+    except TokenFileError as err:
+        raise StartupError(str(err)) from None
+
+
 async def create_server(settings: Settings) -> Server:
     """Build the server and bind its ports (port 0: any free port); nothing is loaded yet."""
     metrics = Metrics()
     plane = DataPlane(settings, ModelStore(), metrics)
-    server = grpc.aio.server(options=grpc_options(settings))
+    gate = Gate(_tokens(settings), lambda method: metrics.unauthenticated.inc())
+    server = grpc.aio.server(interceptors=[gate], options=grpc_options(settings))
     add_predictor(PredictorServicer(plane), server)
     inference = InferenceServicer(plane)
     oip_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
@@ -158,15 +201,23 @@ async def create_server(settings: Settings) -> Server:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in HEALTH_SERVICES:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-    reflection.enable_server_reflection(
-        [PREDICTOR, INFERENCE, health.SERVICE_NAME, reflection.SERVICE_NAME],
-        server,
-        reflection_pool(),
-    )
+    if settings.reflection:
+        reflection.enable_server_reflection(
+            [PREDICTOR, INFERENCE, health.SERVICE_NAME, reflection.SERVICE_NAME],
+            server,
+            reflection_pool(),
+        )
     port = _bind(server, settings)
     if port == 0:
-        raise RuntimeError(f"cannot bind gRPC to {settings.host}:{settings.port}")
-    metrics_port = metrics.serve(settings.metrics_port) if settings.metrics_port >= 0 else None
+        raise StartupError(f"cannot bind gRPC to {settings.host}:{settings.port}")
+    metrics_port = None
+    if settings.metrics_port >= 0:
+        tls = (settings.tls_cert, settings.tls_key) if settings.tls_cert else None
+        host = settings.metrics_host or settings.host
+        try:
+            metrics_port = metrics.serve(settings.metrics_port, host, tls)
+        except OSError as err:
+            raise StartupError(f"metrics on {host}:{settings.metrics_port}: {err}") from None
     return Server(settings, server, port, metrics_port, plane, health_servicer, inference)
 
 

@@ -58,6 +58,10 @@ class Settings:
     tls_cert: str = ""  # PEM certificate chain: serve TLS instead of plaintext
     tls_key: str = ""  # PEM private key of tls_cert
     tls_client_ca: str = ""  # PEM CA: require client certificates signed by it (mTLS)
+    # NAME:SHA256_HEX lines: calls must carry "authorization: Bearer <token>" ("": open)
+    auth_tokens_file: str = ""
+    reflection: bool = True  # gRPC server reflection (needs a token when tokens are set)
+    metrics_host: str = ""  # where /metrics listens ("": the gRPC host); TLS like gRPC
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -95,6 +99,16 @@ def parse_version_policy(text: str) -> tuple[str, list[int]]:
     raise ValueError(f"versions policy {text!r}: expected 'all', 'latest:N' or 'specific:1,2'")
 
 
+def _boolean(text: str) -> bool:
+    """An env var's truth value: 1/true/yes/on or 0/false/no/off."""
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -116,9 +130,17 @@ def parse_settings(
         env = "SENSORIUM_" + spec.name.upper()
         if env in environ:
             try:
-                value = kind(environ[env])
+                value = _boolean(environ[env]) if kind is bool else kind(environ[env])
             except ValueError:
                 parser.error(f"{env}={environ[env]!r} is not a valid {kind.__name__}")
+        if kind is bool:
+            parser.add_argument(
+                _flag(spec.name),
+                action=argparse.BooleanOptionalAction,
+                default=value,
+                help=f"(env {env}=1/0; default: %(default)s)",
+            )
+            continue
         parser.add_argument(
             _flag(spec.name), type=kind, default=value, help=f"(env {env}; default: %(default)s)"
         )
