@@ -109,3 +109,40 @@ def tiny_version(
     repo = tmp_path_factory.mktemp("repo")
     target, _ = write_version(model, checkpoint, repo, "tiny", {session.name: session})
     return target
+
+
+def make_certificate(folder: Path, name: str = "localhost") -> tuple[Path, Path]:
+    """A self-signed certificate and key for localhost, made by openssl (PEM files)."""
+    cert, key = folder / f"{name}.pem", folder / f"{name}-key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed localhost certificate and its key."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    return make_certificate(tmp_path_factory.mktemp("tls"))

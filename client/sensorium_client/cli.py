@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -39,6 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--server",
         default=default_target(),
         help="HOST:PORT of the server (env SENSORIUM_SERVER; default %(default)s)",
+    )
+    common.add_argument(
+        "--token",
+        default=os.environ.get("SENSORIUM_TOKEN"),
+        help="bearer token the server asks for (env SENSORIUM_TOKEN)",
+    )
+    common.add_argument("--tls", action="store_true", help="connect with TLS")
+    common.add_argument(
+        "--ca",
+        metavar="PEM",
+        help="CA certificate to trust for TLS (implies --tls; default: system)",
     )
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
     common.add_argument("--timeout", type=float, default=30.0, help="deadline per call, s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,8 +18,18 @@ from sensorium_client.messages import ModelInfo
 from sensorium_client.sdk import Client
 
 
-def _connect(args: argparse.Namespace) -> Client:
-    return Client(args.server, timeout=args.timeout)
+def connect(args: argparse.Namespace) -> Client:
+    """A client with the common flags: server, timeout, token, TLS."""
+    settings: dict[str, Any] = {"timeout": args.timeout, "token": getattr(args, "token", None)}
+    ca = getattr(args, "ca", None)
+    if ca or getattr(args, "tls", False):
+        settings["tls"] = True
+        if ca:
+            try:
+                settings["root_certificates"] = Path(ca).read_bytes()
+            except OSError as err:
+                raise InvalidArgumentError(f"--ca {ca}: cannot read it ({err})") from None
+    return Client(args.server, **settings)
 
 
 def _emit(args: argparse.Namespace, data: dict[str, Any], lines: list[str]) -> None:
@@ -27,7 +38,7 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], lines: list[str]) -> N
 
 def models(args: argparse.Namespace) -> int:
     """List the served models and their mice."""
-    with _connect(args) as client:
+    with connect(args) as client:
         served = client.models()
     data = {
         "models": [
@@ -121,7 +132,7 @@ def summary(responses: np.ndarray) -> dict[str, Any]:
 
 def predict(args: argparse.Namespace) -> int:
     """Predict one clip and print (and optionally save) the responses."""
-    with _connect(args) as client:
+    with connect(args) as client:
         info = client.model(args.model)
         video, behavior, pupil_center, notes = load_trial(args, info)
         started = time.perf_counter()
@@ -155,7 +166,7 @@ def predict(args: argparse.Namespace) -> int:
 
 def stream(args: argparse.Namespace) -> int:
     """Replay a clip frame by frame at ``--rate`` Hz and report per-frame latency."""
-    with _connect(args) as client:
+    with connect(args) as client:
         info = client.model(args.model)
         video, behavior, pupil_center, notes = load_trial(args, info)
         if info.streaming_mode == "window":

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _sessions(paths: list[str]) -> dict[str, Session]:
     found: dict[str, Session] = {}
     for path in paths:
-        if Path(path).exists():
+        if isinstance(path, str) and Path(path).exists():  # a rebuilt version has no paths
             for session in find_sessions(path):
                 found[session.name] = session
     return found

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from sensorium_data import SCORED_FROM_FRAME, Session
+from sensorium_data.provenance import dataset_record
 from sensorium_export.graphs import (
     INPUTS,
     check_dynamic_axes,
@@ -228,7 +229,7 @@ def _build(
         "state_bytes_per_stream": summary.state_bytes,
         "parity": [{"check": r.check, "inputs": r.inputs, "error": r.error} for r in results],
         "training": {
-            "datasets": checkpoint.get("data", []),
+            "datasets": [dataset_record(d) for d in checkpoint.get("data", [])],
             "metrics": _flat_metrics(checkpoint.get("metrics", {}).get("oracle", {})),
             "git_revision": checkpoint.get("git_revision", "unknown"),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),

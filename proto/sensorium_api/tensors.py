@@ -6,6 +6,8 @@ frame cross the wire without a copy per element.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from sensorium_api.v1 import predictor_pb2 as pb
@@ -18,6 +20,9 @@ _TO_NUMPY: dict[pb.DataType, np.dtype] = {
 _TO_WIRE: dict[np.dtype, pb.DataType] = {
     np.dtype(d).newbyteorder("="): code for code, d in _TO_NUMPY.items()
 }
+
+
+MAX_DIMS = 8  # every tensor of the API has at most 5 axes
 
 
 class TensorError(ValueError):
@@ -49,6 +54,14 @@ def to_tensor(array: np.ndarray) -> pb.Tensor:
     return pb.Tensor(dtype=code, shape=data.shape, data=data.tobytes())
 
 
+def check_shape(shape: tuple[int, ...], field: str) -> None:
+    """Raise TensorError for more than ``MAX_DIMS`` axes or a negative extent."""
+    if len(shape) > MAX_DIMS:
+        raise TensorError(f"{field}: {len(shape)} axes, at most {MAX_DIMS}")
+    if any(s < 0 for s in shape):
+        raise TensorError(f"{field}: negative extent in shape {list(shape)}")
+
+
 def from_tensor(tensor: pb.Tensor, field: str = "tensor") -> np.ndarray:
     """Decode a ``Tensor`` message into a read-only array in native byte order.
 
@@ -65,9 +78,8 @@ def from_tensor(tensor: pb.Tensor, field: str = "tensor") -> np.ndarray:
     except TensorError as err:
         raise TensorError(f"{field}: {err}") from None
     shape = tuple(int(s) for s in tensor.shape)
-    if any(s < 0 for s in shape):
-        raise TensorError(f"{field}: negative extent in shape {shape}")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    check_shape(shape, field)
+    expected = math.prod(shape) * dtype.itemsize  # Python integers: no overflow
     if len(tensor.data) != expected:
         raise TensorError(
             f"{field}: {len(tensor.data)} bytes do not match shape {shape} of {dtype.name} "

@@ -8,6 +8,7 @@ import numpy as np
 
 from sensorium_api.tensors import TensorError, from_tensor, to_tensor
 from sensorium_api.v1 import predictor_pb2 as pb
+from sensorium_data.provenance import dataset_name
 from sensorium_server.dataplane import Snapshot
 from sensorium_server.errors import InvalidInputError
 from sensorium_server.runtime import LoadedModel
@@ -61,7 +62,11 @@ def manifest_message(model: LoadedModel) -> pb.ModelManifest:
         window_frames=model.streaming.window_frames,
         latency_frames=model.streaming.latency_frames,
         training=pb.TrainingInfo(
-            datasets=[str(d) for d in training.get("datasets", [])],
+            datasets=[dataset_name(d) for d in training.get("datasets", [])],
+            dataset_fingerprints=[
+                str(d.get("fingerprint", "")) if isinstance(d, dict) else ""
+                for d in training.get("datasets", [])
+            ],
             metrics=metrics,
             git_revision=str(training.get("git_revision", "")),
             created=str(training.get("created", "")),

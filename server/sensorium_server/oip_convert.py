@@ -10,12 +10,14 @@ batch axis when the inputs had one).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from sensorium_api.inference import grpc_predict_v2_pb2 as oip
-from sensorium_server.errors import InvalidInputError, NotFoundError
+from sensorium_api.tensors import TensorError, check_shape
+from sensorium_server.errors import InvalidInputError, NotFoundError, short
 from sensorium_server.runtime import LoadedModel, ModelStore, MouseRuntime
 
 DTYPES: dict[str, np.dtype] = {
@@ -44,13 +46,16 @@ def resolve(store: ModelStore, name: str, version: str) -> tuple[LoadedModel, Mo
     names = oip_names(store)
     if name not in names:
         raise NotFoundError(
-            f"model {name!r} is not served; OIP models are '<model>.<mouse>': {sorted(names)}"
+            f"model {short(name)!r} is not served; OIP models are '<model>.<mouse>': "
+            f"{sorted(names)}"
         )
     model_name, mouse = names[name]
     try:
         number = int(version) if version else 0
     except ValueError:
-        raise InvalidInputError(f"model_version: {version!r}, expected an integer or ''") from None
+        raise InvalidInputError(
+            f"model_version: {short(version)!r}, expected an integer or ''"
+        ) from None
     loaded = store.get(model_name, number)
     return loaded, store.mouse(loaded, mouse)
 
@@ -76,12 +81,14 @@ def _decode(tensor: Any, raw: bytes | None) -> np.ndarray:
     name = tensor.name
     if tensor.datatype not in DTYPES:
         raise InvalidInputError(
-            f"{name}: datatype {tensor.datatype!r}, expected one of {sorted(DTYPES)}"
+            f"{short(name)}: datatype {short(tensor.datatype)!r}, expected one of {sorted(DTYPES)}"
         )
     dtype, shape = DTYPES[tensor.datatype], tuple(int(s) for s in tensor.shape)
-    if any(s < 0 for s in shape):
-        raise InvalidInputError(f"{name}: negative extent in shape {list(shape)}")
-    count = int(np.prod(shape, dtype=np.int64))
+    try:
+        check_shape(shape, name)
+    except TensorError as err:
+        raise InvalidInputError(str(err)) from None
+    count = math.prod(shape)  # Python integers: no overflow
     if raw is not None:
         if len(raw) != count * dtype.itemsize:
             raise InvalidInputError(
@@ -110,7 +117,9 @@ def input_arrays(request: Any) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray
     arrays = {}
     for i, tensor in enumerate(request.inputs):
         if tensor.name not in INPUTS:
-            raise InvalidInputError(f"inputs: unknown input {tensor.name!r}, expected {INPUTS}")
+            raise InvalidInputError(
+                f"inputs: unknown input {short(tensor.name)!r}, expected {INPUTS}"
+            )
         arrays[tensor.name] = _decode(tensor, raw[i] if raw else None)
     missing = [n for n in INPUTS if n not in arrays]
     if missing:
@@ -130,7 +139,9 @@ def requested_outputs(request: Any) -> None:
     """Refuse outputs the models do not have."""
     for output in request.outputs:
         if output.name != OUTPUT:
-            raise InvalidInputError(f"outputs: unknown output {output.name!r}, expected {OUTPUT!r}")
+            raise InvalidInputError(
+                f"outputs: unknown output {short(output.name)!r}, expected {OUTPUT!r}"
+            )
 
 
 def response(request: Any, name: str, version: int, responses: np.ndarray, batched: bool) -> Any:

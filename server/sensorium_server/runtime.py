@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from sensorium_server.errors import NotFoundError, UnavailableError
+from sensorium_server.errors import NotFoundError, UnavailableError, short
 from sensorium_server.repository import (
     ModelVersion,
     MouseGraphs,
@@ -297,11 +297,13 @@ class ModelStore:
             name = names[0]
         versions = sorted(v for n, v in self.models if n == name)
         if not versions:
-            raise NotFoundError(f"model {name!r} is not served; models: {names}")
+            raise NotFoundError(f"model {short(name)!r} is not served; models: {names}")
         if version == 0:
             version = versions[-1]
         if (name, version) not in self.models:
-            raise NotFoundError(f"model {name!r} has no version {version}; versions: {versions}")
+            raise NotFoundError(
+                f"model {short(name)!r} has no version {version}; versions: {versions}"
+            )
         return self.models[(name, version)]
 
     def mouse(self, model: LoadedModel, mouse: str) -> MouseRuntime:
@@ -310,7 +312,7 @@ class ModelStore:
             return next(iter(model.mice.values()))
         if mouse not in model.mice:
             raise NotFoundError(
-                f"mouse {mouse!r} is not served by {model.name} version "
+                f"mouse {short(mouse)!r} is not served by {model.name} version "
                 f"{model.version.version}; mice: {sorted(model.mice)}"
             )
         return model.mice[mouse]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sensorium_server.dataplane import DataPlane
-from sensorium_server.errors import FailedPreconditionError
+from sensorium_server.errors import FailedPreconditionError, short
 from sensorium_server.sessions import Attachment, StreamSession
 
 
@@ -51,8 +51,8 @@ class SequenceTable:
             self._open[key] = Sequence(session)
         elif key not in self._open:
             raise FailedPreconditionError(
-                f"sequence {key[1]!r} of model {key[0]!r} is not open: start it with "
-                "sequence_start=true (sequences idle for "
+                f"sequence {short(str(key[1]))!r} of model {short(key[0])!r} is not open: start "
+                "it with sequence_start=true (sequences idle for "
                 f"{self._plane.settings.idle_timeout_s:g} s are closed)"
             )
         sequence = self._open[key]

@@ -18,6 +18,7 @@ from sensorium_server.errors import (
     NotFoundError,
     ServingError,
     UnavailableError,
+    short,
 )
 
 logger = logging.getLogger(__name__)
@@ -31,12 +32,13 @@ _CODES: dict[type[ServingError], grpc.StatusCode] = {
     IdleTimeoutError: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 INTERNAL_MESSAGE = "internal error; the server log has the details"
+MAX_MESSAGE = 2000  # characters of a status message (gRPC metadata is bounded)
 
 
 def status_of(error: BaseException, rpc: str) -> tuple[grpc.StatusCode, str]:
     """The status code and client-safe message for ``error`` raised while serving ``rpc``."""
     for kind, code in _CODES.items():
         if isinstance(error, kind):
-            return code, str(error)
+            return code, short(str(error), MAX_MESSAGE)
     logger.error("%s failed", rpc, exc_info=error)
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE

@@ -19,7 +19,8 @@ import grpc
 
 from sensorium_api.v1 import predictor_pb2 as pb
 from sensorium_server.dataplane import DataPlane
-from sensorium_server.errors import IdleTimeoutError
+from sensorium_server.errors import IdleTimeoutError, InvalidInputError
+from sensorium_server.gate import Malformed
 from sensorium_server.sessions import Attachment
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,8 @@ class StreamCall:
             if self._context.cancelled():
                 raise asyncio.CancelledError
             return None
+        if isinstance(request, Malformed):  # bytes that did not parse (see gate.py)
+            raise InvalidInputError(request.message)
         return request
 
     def drain(self, notice: Callable[[], Awaitable[None]]) -> None:

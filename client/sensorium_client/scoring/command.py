@@ -10,6 +10,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from sensorium_client.commands import connect
 from sensorium_client.errors import InvalidArgumentError
 from sensorium_client.scoring.plots import write_plots
 from sensorium_client.scoring.report import build_report, write_report
@@ -18,7 +19,6 @@ from sensorium_client.scoring.runner import count_trials, score_session
 from sensorium_client.scoring.submission import join_parts, zip_files
 from sensorium_client.scoring.tracks import SUBMISSION_FILES, TRACK_TIERS, ZIP_FILES, Job, jobs
 from sensorium_client.scoring.validate import validate_submission
-from sensorium_client.sdk import Client
 from sensorium_data import Session, find_sessions
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def score(args: argparse.Namespace) -> int:
     chosen = jobs(args.track, args.tier)
     out = Path(args.out)
     done = out / "mice"
-    with Client(args.server, timeout=args.timeout) as client:
+    with connect(args) as client:
         info = client.model(args.model)
         for session in sessions:
             info.mouse(session.name)  # NOT_FOUND now, not after an hour

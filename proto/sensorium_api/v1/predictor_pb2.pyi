@@ -75,7 +75,7 @@ class MouseInfo(_message.Message):
     def __init__(self, mouse: _Optional[str] = ..., neuron_count: _Optional[int] = ..., neuron_ids: _Optional[_Iterable[int]] = ..., default_behavior: _Optional[_Iterable[float]] = ..., default_pupil_center: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class TrainingInfo(_message.Message):
-    __slots__ = ("datasets", "metrics", "git_revision", "created", "architecture")
+    __slots__ = ("datasets", "metrics", "git_revision", "created", "architecture", "dataset_fingerprints")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -88,12 +88,14 @@ class TrainingInfo(_message.Message):
     GIT_REVISION_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FINGERPRINTS_FIELD_NUMBER: _ClassVar[int]
     datasets: _containers.RepeatedScalarFieldContainer[str]
     metrics: _containers.ScalarMap[str, float]
     git_revision: str
     created: str
     architecture: str
-    def __init__(self, datasets: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., git_revision: _Optional[str] = ..., created: _Optional[str] = ..., architecture: _Optional[str] = ...) -> None: ...
+    dataset_fingerprints: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, datasets: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., git_revision: _Optional[str] = ..., created: _Optional[str] = ..., architecture: _Optional[str] = ..., dataset_fingerprints: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelManifest(_message.Message):
     __slots__ = ("name", "version", "mice", "frame_height", "frame_width", "frame_rate_hz", "input_channels", "burn_in_frames", "graphs", "causal", "max_frames_per_step", "manifest_sha256", "training", "streaming_mode", "window_frames", "latency_frames")
