@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from sensorium_server.errors import StartupError
+from sensorium_server.gate import CallerFilter
 from sensorium_server.server import serve
 from sensorium_server.settings import parse_settings
 
@@ -17,8 +18,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(argv)
     logging.basicConfig(
         level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s [%(caller)s]: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(CallerFilter())
     try:
         return asyncio.run(serve(settings))
     except StartupError as err:

@@ -35,7 +35,7 @@ import grpc
 from sensorium_server.errors import short
 
 logger = logging.getLogger(__name__)
-CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="anonymous")
+CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="-")
 OPEN_METHODS = (
     "/grpc.health.v1.Health/",
     "/inference.GRPCInferenceService/ServerLive",
@@ -215,7 +215,7 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return handler
         method = str(details.method)
-        caller, reject = "anonymous", None
+        caller, reject = ("anonymous" if self.tokens is None else "-"), None
         if self.tokens is not None and not method.startswith(OPEN_METHODS):
             name = self.tokens.caller(details.invocation_metadata)
             if name is None:
@@ -241,3 +241,12 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             request_deserializer=_tolerant(handler.request_deserializer, method),
             **{kind: guarded},
         )
+
+
+class CallerFilter(logging.Filter):
+    """Adds ``caller`` (the token's name, or ``-`` outside a call) to every log record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Annotate; never drops a record."""
+        record.caller = CALLER.get("-")
+        return True

@@ -20,6 +20,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from sensorium_server.gate import CALLER
 from sensorium_server.scheduler import Timing
 
 # 0.5 ms .. 10 s: a streaming step is a few ms, a long clip a few seconds.
@@ -55,8 +56,9 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "sensorium_requests",
-            "RPCs handled, by RPC, model and status code",
-            ["rpc", "model", "code"],
+            "RPCs handled, by RPC, model, status code and caller (the bearer token's name, "
+            "anonymous without authentication)",
+            ["rpc", "model", "code", "caller"],
             registry=r,
         )
         self.errors = Counter(
@@ -134,7 +136,7 @@ class Metrics:
     def count(self, rpc: str, model: str, code: str) -> None:
         """Count one finished RPC (an unserved model name counts as ``unknown``)."""
         model = self.model_label(model)
-        self.requests.labels(rpc, model, code).inc()
+        self.requests.labels(rpc, model, code, CALLER.get()).inc()
         if code != "OK":
             self.errors.labels(rpc, model, code).inc()
 
