@@ -6,7 +6,7 @@ CONSTRAINTS := constraints/ci.txt
 BUF_VERSION := 1.75.0
 DEMO_DIR := build/demo
 
-.PHONY: help venv run deploy-check image-check synth-small bench-serving bench-scoring bench-soak bench-mixed bench-window synth-default default-model bench-streaming test lint format protos protos-check buf-lint client-only ci clean
+.PHONY: help venv run deploy-check image-check synth-small bench-serving bench-scoring bench-soak bench-mixed bench-window fuzz synth-default default-model bench-streaming test lint format protos protos-check buf-lint client-only ci clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -60,6 +60,9 @@ bench-window: venv  ## per-frame cost of streaming by window (clip-only models) 
 
 bench-scoring: venv  ## scoring throughput through the server vs PyTorch eager (needs build/synth)
 	$(BIN)/python bench/scoring.py
+
+fuzz: venv  ## 20,000 malformed requests over every surface; prints the status codes seen
+	SENSORIUM_FUZZ_CASES=2500 $(BIN)/pytest tests/server/test_fuzz.py -q -s
 
 test: venv  ## run the test suite
 	$(BIN)/pytest
