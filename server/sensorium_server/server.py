@@ -207,7 +207,10 @@ async def create_server(settings: Settings) -> Server:
             server,
             reflection_pool(),
         )
-    port = _bind(server, settings)
+    try:
+        port = _bind(server, settings)
+    except RuntimeError as err:  # gRPC: "Failed to bind to address ..."
+        raise StartupError(f"cannot bind gRPC to {settings.host}:{settings.port} ({err})") from None
     if port == 0:
         raise StartupError(f"cannot bind gRPC to {settings.host}:{settings.port}")
     metrics_port = None
