@@ -7,6 +7,7 @@ the log, never to the client.
 from __future__ import annotations
 
 import logging
+import time
 
 import grpc
 
@@ -40,5 +41,25 @@ def status_of(error: BaseException, rpc: str) -> tuple[grpc.StatusCode, str]:
     for kind, code in _CODES.items():
         if isinstance(error, kind):
             return code, short(str(error), MAX_MESSAGE)
-    logger.error("%s failed", rpc, exc_info=error)
+    _log_fault(rpc, error)
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+
+
+LOG_PER_MINUTE = 10  # tracebacks logged per minute; beyond, counted and summarised
+_window = {"start": 0.0, "logged": 0, "suppressed": 0}
+
+
+def _log_fault(rpc: str, error: BaseException) -> None:
+    """Log a server fault with its traceback, at most ``LOG_PER_MINUTE`` a minute."""
+    now = time.monotonic()
+    if now - _window["start"] >= 60:
+        if _window["suppressed"]:
+            logger.error(
+                "%d more internal errors in the last minute (not logged)", _window["suppressed"]
+            )
+        _window.update(start=now, logged=0, suppressed=0)
+    if _window["logged"] < LOG_PER_MINUTE:
+        _window["logged"] += 1
+        logger.error("%s failed", rpc, exc_info=error)
+    else:
+        _window["suppressed"] += 1

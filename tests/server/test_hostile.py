@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -13,6 +15,7 @@ import pytest
 
 from sensorium_api.inference import grpc_predict_v2_pb2 as oip
 from sensorium_api.v1 import predictor_pb2 as pb
+from sensorium_api.v1 import predictor_pb2_grpc as pb_grpc
 from tests.serving import ServerThread
 
 UNARY = (
@@ -154,3 +157,33 @@ def test_metric_labels_take_only_served_names(server: ServerThread, channel: grp
     assert 'sensorium_request_errors_total{code="NOT_FOUND",model="unknown",rpc="GetModel"}' in page
     values = re.findall(r'="([^"]*)"', page)
     assert max(len(v) for v in values) < 100  # no client-chosen name became a label value
+
+
+def test_get_model_names_datasets_without_paths(server: ServerThread, tiny_version: Path) -> None:
+    with grpc.insecure_channel(server.target) as opened:
+        stub = pb_grpc.PredictorStub(opened)
+        for name in ("sensorium", "tiny"):
+            training = stub.GetModel(pb.GetModelRequest(model=name), timeout=10).model.training
+            assert training.datasets
+            assert all("/" not in d for d in training.datasets)
+            assert len(training.dataset_fingerprints) == len(training.datasets)
+    written = json.loads((tiny_version / "manifest.json").read_text())["training"]["datasets"]
+    assert [set(d) for d in written] == [{"name", "fingerprint"}]
+    assert len(written[0]["fingerprint"]) == 64
+    assert "/" not in json.dumps(written)
+
+
+def test_internal_error_tracebacks_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    from sensorium_server import status
+
+    status._window.update(start=0.0, logged=0, suppressed=0)
+    for _ in range(25):
+        assert status.status_of(RuntimeError("bug"), "Predict")[0] == grpc.StatusCode.INTERNAL
+    logged = [r for r in caplog.records if r.getMessage() == "Predict failed"]
+    assert len(logged) == status.LOG_PER_MINUTE
+    assert all(r.exc_info for r in logged)
+    status._window["start"] -= 61  # past the minute: the summary, then tracebacks again
+    status.status_of(RuntimeError("bug"), "Predict")
+    messages = [r.getMessage() for r in caplog.records]
+    assert "15 more internal errors in the last minute (not logged)" in messages
+    assert messages[-1] == "Predict failed"
