@@ -171,3 +171,35 @@ def test_bad_files_stop_the_server_at_once_with_the_reason(
         assert result.returncode == 2, result.stderr
         assert said in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_mutual_tls_with_tokens(
+    repository: Path, tokens: Path, certificate: tuple[Path, Path]
+) -> None:
+    cert, key = certificate  # self-signed: it is its own CA, for the server and the client
+    settings = local_settings(
+        repository,
+        versions="specific:1",
+        auth_tokens_file=str(tokens),
+        tls_cert=str(cert),
+        tls_key=str(key),
+        tls_client_ca=str(cert),
+    )
+    running = ServerThread(settings).start()
+    try:
+        pem = {"root_certificates": cert.read_bytes()}
+        mine = {"private_key": key.read_bytes(), "certificate_chain": cert.read_bytes()}
+        with Client(running.target, tls=True, token=TOKEN, **pem, **mine) as client:
+            assert "tiny" in [m.name for m in client.models()]
+        with Client(running.target, tls=True, token="wrong", **pem, **mine) as client:
+            with pytest.raises(SensoriumError) as caught:
+                client.models()
+            assert caught.value.code == grpc.StatusCode.UNAUTHENTICATED
+        # No client certificate: the handshake fails.
+        with (
+            Client(running.target, tls=True, token=TOKEN, retries=0, timeout=5, **pem) as client,
+            pytest.raises(SensoriumError),
+        ):
+            client.models()
+    finally:
+        running.stop()
