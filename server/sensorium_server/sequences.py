@@ -50,8 +50,9 @@ class SequenceTable:
             )
             self._open[key] = Sequence(session)
         elif key not in self._open:
+            shown = key[1] if isinstance(key[1], int) else repr(short(key[1]))
             raise FailedPreconditionError(
-                f"sequence {short(str(key[1]))!r} of model {short(key[0])!r} is not open: start "
+                f"sequence {shown} of model {short(key[0])!r} is not open: start "
                 "it with sequence_start=true (sequences idle for "
                 f"{self._plane.settings.idle_timeout_s:g} s are closed)"
             )

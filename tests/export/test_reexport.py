@@ -37,11 +37,11 @@ def test_graphs_use_the_tiled_readout(tiny_version: Path, grid_version: Path) ->
 
 
 def test_reexport_from_a_version_matches_it(
-    grid_version: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    grid_version: Path, tiny_mouse: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = export_main(
-        ["--from-version", str(grid_version), "--repository", str(tmp_path), "--name", "again"]
-    )
+    # A manifest names its datasets without paths: the data for parity is given here.
+    where = ["--repository", str(tmp_path), "--name", "again", "--data", str(tiny_mouse)]
+    code = export_main(["--from-version", str(grid_version), *where])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "previous vs new (clip)" in out

@@ -99,9 +99,20 @@ def test_metrics_count_requests_errors_frames_and_sessions(
         key = (name, tuple(sorted(labels.items())))
         return after.get(key, 0.0) - before.get(key, 0.0)
 
-    assert delta("sensorium_requests_total", rpc="Predict", model="tiny", code="OK") == 2
     assert (
-        delta("sensorium_requests_total", rpc="Predict", model="tiny", code="RESOURCE_EXHAUSTED")
+        delta(
+            "sensorium_requests_total", rpc="Predict", model="tiny", code="OK", caller="anonymous"
+        )
+        == 2
+    )
+    assert (
+        delta(
+            "sensorium_requests_total",
+            rpc="Predict",
+            model="tiny",
+            code="RESOURCE_EXHAUSTED",
+            caller="anonymous",
+        )
         == 1
     )
     assert (
@@ -110,7 +121,16 @@ def test_metrics_count_requests_errors_frames_and_sessions(
         )
         == 1
     )
-    assert delta("sensorium_requests_total", rpc="StreamPredict", model="tiny", code="OK") == 1
+    assert (
+        delta(
+            "sensorium_requests_total",
+            rpc="StreamPredict",
+            model="tiny",
+            code="OK",
+            caller="anonymous",
+        )
+        == 1
+    )
     assert delta("sensorium_frames_predicted_total", model="tiny", rpc="Predict") == 14
     assert delta("sensorium_frames_predicted_total", model="tiny", rpc="StreamPredict") == 7
     assert delta("sensorium_inference_compute_seconds_count", model="tiny", graph="clip") == 2
