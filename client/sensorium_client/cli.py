@@ -18,12 +18,18 @@ from sensorium_data import DataFormatError, find_sessions
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    faults = 0
     for path in args.paths:
         for session in find_sessions(path):
+            summary = session.summary()
             if args.validate:
-                session.validate()
-            print(json.dumps(session.summary()))
-    return 0
+                problems = session.problems()
+                summary["problems"] = problems
+                faults += len(problems)
+                for problem in problems:
+                    print(f"client: {problem}", file=sys.stderr)
+            print(json.dumps(summary))
+    return 1 if faults else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -69,8 +69,17 @@ class Trial:
 
     @cached_property
     def length(self) -> int:
-        """Real length: the index of the first NaN video frame."""
-        return nan_padded_length(self.video, time_axis=-1)
+        """Real length: the index of the first NaN frame.
+
+        A float video is NaN-padded and sets the length; a uint8 video cannot hold NaN,
+        so the NaN padding of behaviour and pupil centre does.
+        """
+        if np.issubdtype(self.video.dtype, np.floating):
+            return nan_padded_length(self.video, time_axis=-1)
+        return min(
+            nan_padded_length(self.behavior, time_axis=-1),
+            nan_padded_length(self.pupil_center, time_axis=-1),
+        )
 
     @cached_property
     def behavior(self) -> np.ndarray:
@@ -84,11 +93,26 @@ class Trial:
 
     @cached_property
     def has_responses(self) -> bool:
-        """Whether recorded responses exist (test tiers of scored mice have none)."""
-        if not self.path(layout.RESPONSES).is_file():
-            return False
+        """Whether responses were recorded for the trial's frames (not all NaN).
+
+        Raises:
+            DataFormatError: the responses file is missing (every trial of the
+                release has one; withheld test responses are dummy values).
+        """
+        path = self.path(layout.RESPONSES)
+        if not path.is_file():
+            raise DataFormatError(
+                f"{path}: missing; trial {self.index} ({self.tier}) has no responses file "
+                "(every trial of a release has one)"
+            )
         scored = self.responses[:, : self.length]
         return bool(scored.size) and not bool(np.isnan(scored).all())
+
+    @cached_property
+    def responses_constant(self) -> bool:
+        """Whether the recorded frames hold one value throughout (withheld: dummy zeros)."""
+        scored = self.responses[:, : self.length]
+        return bool(scored.size) and bool(np.all(scored == scored.flat[0]))
 
     @cached_property
     def responses(self) -> np.ndarray:
@@ -97,7 +121,16 @@ class Trial:
         return self._load(layout.RESPONSES, (n, self.n_frames), f"responses of {n} neurons, N x T")
 
     def video_frames(self) -> np.ndarray:
-        """Video of the real frames, time first: T' x H x W, float32."""
+        """Video of the real frames, time first: T' x H x W, float32.
+
+        Raises:
+            DataFormatError: the trial has no frames (its video is all NaN).
+        """
+        if self.length == 0:
+            raise DataFormatError(
+                f"{self.path(layout.VIDEOS)}: trial {self.index} has no frames (its first "
+                "frame is already NaN padding)"
+            )
         return np.moveaxis(self.video[..., : self.length], -1, 0).astype(np.float32)
 
     def behavior_frames(self) -> np.ndarray:
@@ -109,8 +142,21 @@ class Trial:
         return self.pupil_center[:, : self.length].T.astype(np.float32)
 
     def response_frames(self) -> np.ndarray:
-        """Responses of the real frames, time first: T' x N, float32."""
-        return self.responses[:, : self.length].T.astype(np.float32)
+        """Responses of the real frames, time first: T' x N, float32.
+
+        Raises:
+            DataFormatError: a NaN among the real frames (padding comes after them).
+        """
+        frames = self.responses[:, : self.length].T.astype(np.float32)
+        bad = np.argwhere(np.isnan(frames))
+        if bad.size:
+            frame, neuron = (int(i) for i in bad[0])
+            raise DataFormatError(
+                f"{self.path(layout.RESPONSES)}: trial {self.index} has {len(bad)} NaN "
+                f"response(s) inside its {self.length} real frames (first: frame {frame}, "
+                f"neuron {neuron}); NaN may only pad the end"
+            )
+        return frames
 
     @cached_property
     def clip_id(self) -> str:
@@ -260,22 +306,50 @@ class Session:
             )
         return Statistics(**values)
 
-    def validate(self) -> None:
-        """Check every trial's files exist and have consistent shapes (headers only).
+    def check_trial_count(self) -> None:
+        """Raise DataFormatError unless ``tiers.npy`` lists as many trials as there are videos."""
+        stored = len(list((self.root / "data" / layout.VIDEOS).glob("*.npy")))
+        if stored != self.n_trials:
+            raise DataFormatError(
+                f"{self.root / 'meta/trials/tiers.npy'}: lists {self.n_trials} trials, "
+                f"{self.root / 'data' / layout.VIDEOS} holds {stored} videos: every trial "
+                "needs its tier"
+            )
 
-        Raises:
-            DataFormatError: naming the first bad file.
+    def problems(self) -> list[str]:
+        """Every fault found, each naming its file.
+
+        Missing or mis-shaped files, videos ``tiers.npy`` does not list, trials without
+        frames, NaN inside recorded responses.
         """
-        _ = self.cell_motor_coordinates, self.config
+        found: list[str] = []
+
+        def check(action: Callable[..., object], *args: object) -> None:
+            try:
+                action(*args)
+            except DataFormatError as err:
+                found.append(str(err))
+
+        check(lambda: (self.cell_motor_coordinates, self.config))
         for name in (layout.CLIP_IDS, layout.STIMULUS_TYPES):
-            self.trial_meta(name)
+            check(self.trial_meta, name)
+        check(self.check_trial_count)
         for trial in self.trials():
-            _ = trial.video, trial.behavior, trial.pupil_center
-            if trial.path(layout.RESPONSES).is_file():
-                _ = trial.responses
+            check(_check_trial, trial)
         for variable in layout.VARIABLES:
             if variable != layout.RESPONSES or (self.root / "meta/statistics/responses").exists():
-                self.statistics(variable)
+                check(self.statistics, variable)
+        return found
+
+    def validate(self) -> None:
+        """Check every file of the session (:meth:`problems`).
+
+        Raises:
+            DataFormatError: listing every fault found.
+        """
+        found = self.problems()
+        if found:
+            raise DataFormatError("; ".join(found))
 
     def summary(self) -> dict[str, Any]:
         """A JSON-able overview: counts per tier, neurons, frame shape."""
@@ -288,6 +362,14 @@ class Session:
             "tiers": {tier: counts.get(tier, 0) for tier in layout.TIERS},
             "clip_ids_recorded": self.trial_meta(layout.CLIP_IDS) is not None,
         }
+
+
+def _check_trial(trial: Trial) -> None:
+    """Read a trial as scoring does: files, shapes, frames, responses (raises the first fault)."""
+    _ = trial.video, trial.behavior, trial.pupil_center
+    trial.video_frames()
+    if trial.has_responses:
+        trial.response_frames()
 
 
 def find_sessions(root: str | Path) -> list[Session]:

@@ -144,7 +144,8 @@ class SessionWriter:
             video: H x W x T, 0..255.
             behavior: 2 x T, [pupil dilation, running speed].
             pupil_center: 2 x T, [horizontal, vertical].
-            responses: N x T, or None for a trial without recorded responses.
+            responses: N x T, or None for a trial without recorded responses (its file
+                then holds NaN, as every trial of the layout has a responses file).
             **meta: Per-trial strings, each stored in ``meta/trials/<key>.npy``,
                 e.g. ``clip_ids="clip7"``, ``stimulus_types="gabor"``.
         """
@@ -171,6 +172,9 @@ class SessionWriter:
         }
         if responses is not None:
             arrays[layout.RESPONSES] = responses
+        if responses is None:  # every trial has the file; NaN: not recorded
+            unrecorded = np.full((self.n_neurons, t), np.nan, dtype=np.float32)
+            np.save(self.path / layout.data_file(layout.RESPONSES, index), self._pad(unrecorded))
         for variable, array in arrays.items():
             np.save(self.path / layout.data_file(variable, index), self._pad(array))
             samples = np.moveaxis(array, -1, 0)

@@ -53,12 +53,13 @@ def test_object_dtype_tiers_are_accepted(tmp_path: Path) -> None:
     assert list(Session(path).tiers[:2]) == ["train", "oracle"]
 
 
-def test_missing_responses_mean_no_responses(hand_session: Path) -> None:
+def test_all_nan_responses_mean_none_and_a_missing_file_is_an_error(hand_session: Path) -> None:
     (hand_session / "data/responses/3.npy").unlink()
     nan = np.full((7, 20), np.nan, dtype=np.float32)
     np.save(hand_session / "data/responses/4.npy", nan)
     session = Session(hand_session)
-    assert not session.trial(3).has_responses
+    with pytest.raises(DataFormatError, match=r"responses/3.npy: missing; trial 3"):
+        _ = session.trial(3).has_responses
     assert not session.trial(4).has_responses
     assert session.trial(0).has_responses
 

@@ -16,8 +16,8 @@ from sensorium_client.scoring.plots import write_plots
 from sensorium_client.scoring.report import build_report, write_report
 from sensorium_client.scoring.results import MouseResult
 from sensorium_client.scoring.runner import count_trials, score_session
-from sensorium_client.scoring.submission import join_parts, zip_files
-from sensorium_client.scoring.tracks import SUBMISSION_FILES, TRACK_TIERS, ZIP_FILES, Job, jobs
+from sensorium_client.scoring.submission import FRAMES, join_parts, zip_files
+from sensorium_client.scoring.tracks import SUBMISSION_FILES, ZIPS, Job, jobs
 from sensorium_client.scoring.validate import validate_submission
 from sensorium_data import Session, find_sessions
 
@@ -25,10 +25,25 @@ logger = logging.getLogger(__name__)
 
 
 def _sessions(dirs: list[str]) -> list[Session]:
-    sessions = [s for d in dirs for s in find_sessions(d)]
-    if not sessions:
+    """The sessions of ``--data``, each once (a folder given twice counts once).
+
+    Raises:
+        InvalidArgumentError: none found, or two folders of the same session name.
+        DataFormatError: a session whose ``tiers.npy`` does not list every trial.
+    """
+    by_name: dict[str, Session] = {}
+    for folder in dirs:
+        for session in find_sessions(folder):
+            known = by_name.setdefault(session.name, session)
+            if known.root.resolve() != session.root.resolve():
+                raise InvalidArgumentError(
+                    f"--data: session {session.name} twice, in {known.root} and {session.root}"
+                )
+    if not by_name:
         raise InvalidArgumentError(f"--data {' '.join(dirs)}: no Sensorium session folders found")
-    return sessions
+    for session in by_name.values():
+        session.check_trial_count()
+    return list(by_name.values())
 
 
 def assemble(out: Path, sessions: list[Session], chosen: list[Job]) -> dict[str, Any]:
@@ -50,11 +65,10 @@ def assemble(out: Path, sessions: list[Session], chosen: list[Job]) -> dict[str,
             )
         target = out / SUBMISSION_FILES[job.tier]
         written[job.tier] = {"file": target.name, "rows": join_parts(parts, target)}
-    for track, tiers in TRACK_TIERS.items():
-        files = [out / SUBMISSION_FILES[t] for t in tiers.values() if t in written]
-        if len(files) == len(tiers):
-            zip_files(files, out / ZIP_FILES[track])
-            written[f"zip:{track}"] = ZIP_FILES[track]
+    for name, tiers in ZIPS.items():
+        if all(t in written for t in tiers):
+            zip_files([out / SUBMISSION_FILES[t] for t in tiers], out / name)
+            written[f"zip:{name}"] = name
     return written
 
 
@@ -66,6 +80,7 @@ def score(args: argparse.Namespace) -> int:
     chosen = jobs(args.track, args.tier)
     out = Path(args.out)
     done = out / "mice"
+    _check_selection(out, args, sessions)
     with connect(args) as client:
         info = client.model(args.model)
         for session in sessions:
@@ -84,7 +99,7 @@ def score(args: argparse.Namespace) -> int:
                     results.append(MouseResult.load(done, session.name))
                     continue
                 result = score_session(
-                    client, info, session, chosen, out / "parts", args.workers, bar
+                    client, info, session, chosen, out / "parts", args.workers, bar, args.frames
                 )
                 result.save(done)
                 results.append(result)
@@ -104,15 +119,47 @@ def score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_selection(out: Path, args: argparse.Namespace, sessions: list[Session]) -> None:
+    """Record what a run scores; a ``--resume`` must ask for the same (else groups go missing).
+
+    Raises:
+        InvalidArgumentError: ``--resume`` with another track, tier, frames, model or mice.
+    """
+    selection = {
+        "track": args.track,
+        "tier": args.tier,
+        "frames": args.frames,
+        "model": args.model,
+        "mice": sorted(s.name for s in sessions),
+    }
+    record = out / "selection.json"
+    if args.resume and record.is_file():
+        before = json.loads(record.read_text())
+        differs = {k: (before.get(k), v) for k, v in selection.items() if before.get(k) != v}
+        if differs:
+            said = "; ".join(f"{k}: {old!r} then, {new!r} now" for k, (old, new) in differs.items())
+            raise InvalidArgumentError(
+                f"--resume in {out}: the first run scored another selection ({said}); resume "
+                "with the same --track, --tier, --frames, --model and --data, or use a new --out"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(selection, indent=1) + "\n")
+
+
 def _validate(args: argparse.Namespace, sessions: list[Session]) -> int:
     path = Path(args.validate)
     try:
-        problems = validate_submission(path, sessions)
+        problems, seen = validate_submission(path, sessions)
     except ValueError as err:
         raise InvalidArgumentError(str(err)) from None
     if args.json:
-        print(json.dumps({"file": str(path), "valid": not problems, "problems": problems}))
+        print(
+            json.dumps(
+                {"file": str(path), "valid": not problems, "problems": problems, "format": seen}
+            )
+        )
     else:
+        print("\n".join(f"{path.name}: {s}" for s in seen))
         print("\n".join([f"{path.name}: {p}" for p in problems] or [f"{path.name}: valid"]))
     return 1 if problems else 0
 
@@ -131,4 +178,11 @@ def add_score_command(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=4, help="trials predicted concurrently")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--validate", metavar="FILE", help="check a submission file against --data")
+    p.add_argument(
+        "--frames",
+        choices=FRAMES,
+        default="stored",
+        help="frames written per trial: stored length - 50, NaN past the real length, as "
+        "the starter kit writes them (default), or real length - 50",
+    )
     p.set_defaults(run=score)

@@ -86,6 +86,7 @@ def build_report(
             "mean_over_mice": "mean over mice of each mouse's mean over its neurons",
         },
         "groups": figures,
+        "withheld": sorted({tier for r in results for tier in r.withheld}),
     }
 
 
@@ -119,6 +120,13 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{_fmt(m['mean_over_mice'])} | {_fmt(ceiling)} | "
                 f"{'n/a' if fraction is None else f'{100 * fraction:.0f}%'} |"
             )
+    if report.get("withheld"):
+        lines += [
+            "",
+            f"**Not scored: {', '.join(report['withheld'])}**: their responses are withheld "
+            "in this release (every trial's responses are one constant, the release's dummy "
+            "zeros). Their submission files are written; the competition scores them.",
+        ]
     lines += [
         "",
         "The first 50 frames of every trial are not scored. FEVE counts neurons "

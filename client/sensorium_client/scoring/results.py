@@ -48,6 +48,7 @@ class MouseResult:
     trials: dict[str, int]
     metrics: dict[str, MouseMetrics]
     traces: TraceSample | None
+    withheld: tuple[str, ...] = ()  # tiers whose responses are dummy values: not scored
 
     def save(self, folder: Path) -> None:
         """Write ``<mouse>.npz`` then ``<mouse>.json`` (the marker ``--resume`` looks for)."""
@@ -60,6 +61,7 @@ class MouseResult:
             "mouse": self.mouse,
             "trials": self.trials,
             "counts": {g: {c: getattr(m, c) for c in COUNTS} for g, m in self.metrics.items()},
+            "withheld": list(self.withheld),
         }
         if self.traces is not None:
             t = self.traces
@@ -97,4 +99,4 @@ class MouseResult:
                 tuple(t["neurons"]),
                 tuple(t["labels"]),
             )
-        return cls(mouse, meta["trials"], metrics, traces)
+        return cls(mouse, meta["trials"], metrics, traces, tuple(meta.get("withheld", [])))

@@ -102,17 +102,32 @@ def score_session(
     parts: Path,
     workers: int,
     bar: tqdm,
+    frames: str = "stored",
 ) -> MouseResult:
-    """Predict, write and score every trial of ``jobs`` for one mouse."""
+    """Predict, write and score every trial of ``jobs`` for one mouse.
+
+    ``frames``: "stored" writes each trial's stored length (NaN past its real length,
+    as the starter kit does), "real" its real length.
+    """
     mouse = info.mouse(session.name).mouse
     groups = _Groups(session.n_neurons)
     counts: dict[str, int] = {}
     sample: TraceSample | None = None
+    withheld: list[str] = []
     for job in jobs:
         trials = _in_clip_order(session, job)
         counts[job.tier] = len(trials)
         if not trials:
             continue
+        scored = not withheld_responses(trials)
+        if not scored:
+            withheld.append(job.tier)
+            logger.warning(
+                "%s: the responses of %s are withheld in this release (constant in every "
+                "trial); predictions are written, not scored",
+                session.name,
+                job.tier,
+            )
         writer = (
             PartWriter(parts / job.tier / f"{mouse}.parquet", mouse, session.unit_ids)
             if job.submitted
@@ -122,8 +137,10 @@ def score_session(
             previous: tuple[list[str], str] | None = None
             for trial, predictions in _predictions(client, info, mouse, trials, workers):
                 if writer is not None:
-                    writer.add(trial.index, predictions)
-                if trial.has_responses:
+                    writer.add(
+                        trial.index, predictions, trial.n_frames if frames == "stored" else None
+                    )
+                if scored and trial.has_responses:
                     names = group_names(job, trial)
                     if previous is not None and previous[1] != trial.clip_id:
                         groups.close_clip(*previous)
@@ -142,7 +159,19 @@ def score_session(
         if writer is not None:
             writer.close()
     metrics = {name: scorer.result() for name, scorer in groups.scorers.items()}
-    return MouseResult(mouse, counts, metrics, sample.reduce(metrics) if sample else None)
+    traces = sample.reduce(metrics) if sample else None
+    return MouseResult(mouse, counts, metrics, traces, tuple(withheld))
+
+
+def withheld_responses(trials: list[Trial]) -> bool:
+    """Whether a tier's responses are withheld: every recorded trial constant (dummy zeros).
+
+    The real release ships the test tiers' responses as zeros; scoring them would
+    report 0.000 as if it were a result. Reads trials until one varies (the first,
+    for recorded data).
+    """
+    recorded = [t for t in trials if t.has_responses]
+    return bool(recorded) and all(t.responses_constant for t in recorded)
 
 
 def count_trials(sessions: list[Session], jobs: list[Job]) -> int:

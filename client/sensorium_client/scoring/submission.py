@@ -4,8 +4,15 @@ Columns: ``mouse``, ``trial_indices``, ``prediction`` (N x scored frames) and
 ``neuron_ids``.
 
 Rows are written per mouse and tier into part files as trials finish (bounded
-memory, resumable), then the parts of a tier are joined into the file the
-competition expects.
+memory, resumable; one row per row group), then the parts of a tier are joined into
+the file the competition expects, rows in trial order per mouse as the starter kit's
+``submission.py`` writes them.
+
+Frames (``--frames``): the starter kit predicts every *stored* frame of a trial and
+writes the last (stored length - 50), NaN padding included (its loader does not cut
+videos: ``CutVideos(max_frame=None)``), so ``stored`` is the default; frames past a
+trial's real length then hold NaN (what a model fed NaN-padded input returns).
+``real`` writes (real length - 50) frames instead.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ WRITER_OPTIONS = {
     "use_dictionary": ["mouse"],
 }
 ROWS_PER_GROUP = 4  # 4 trials x 8,000 neurons x 250 frames: 32 MB in memory at most
+FRAMES = ("stored", "real")
 
 
 def _nested(prediction: np.ndarray) -> pa.Array:
@@ -59,8 +67,15 @@ class PartWriter:
         self._ids = pa.array([np.asarray(neuron_ids, dtype=np.int64)], type=SCHEMA.field(3).type)
         self._rows: list[pa.RecordBatch] = []
 
-    def add(self, trial_index: int, predictions: np.ndarray) -> None:
-        """Add one trial's predictions (T x N, time first, the trial's real length)."""
+    def add(self, trial_index: int, predictions: np.ndarray, stored: int | None = None) -> None:
+        """Add one trial's predictions (T x N, time first, the trial's real length).
+
+        With ``stored`` (the trial's stored length), frames past the real length are
+        written as NaN up to it (``--frames stored``).
+        """
+        if stored is not None and stored > predictions.shape[0]:
+            pad = np.full((stored - predictions.shape[0], predictions.shape[1]), np.nan, np.float32)
+            predictions = np.concatenate([predictions, pad])
         scored = predictions[SCORED_FROM_FRAME:].T  # N x scored frames
         batch = pa.RecordBatch.from_arrays(
             [
@@ -72,8 +87,7 @@ class PartWriter:
             schema=SCHEMA,
         )
         self._rows.append(batch)
-        if len(self._rows) >= ROWS_PER_GROUP:
-            self._flush()
+        self._flush()  # one row per row group: the join reorders rows cheaply
 
     def _flush(self) -> None:
         if self._rows:
@@ -93,15 +107,29 @@ class PartWriter:
 
 
 def join_parts(parts: list[Path], out: Path) -> int:
-    """Concatenate part files into ``out``, one row group at a time; returns the rows."""
+    """Join part files into ``out``, each part's rows in trial order; returns the rows.
+
+    Memory holds ``ROWS_PER_GROUP`` rows at a time (parts keep one row per group).
+    """
     rows = 0
     with pq.ParquetWriter(out, SCHEMA, **WRITER_OPTIONS) as writer:
         for part in parts:
             source = pq.ParquetFile(part)
-            for group in range(source.num_row_groups):
+            indices = source.read(columns=["trial_indices"]).column(0).to_numpy()
+            groups = np.cumsum(
+                [0] + [source.metadata.row_group(g).num_rows for g in range(source.num_row_groups)]
+            )
+            buffer: list[pa.Table] = []
+            for row in np.argsort(indices, kind="stable"):
+                group = int(np.searchsorted(groups, row, side="right") - 1)
                 table = source.read_row_group(group)
-                writer.write_table(table)
-                rows += table.num_rows
+                buffer.append(table.slice(int(row - groups[group]), 1))
+                if len(buffer) >= ROWS_PER_GROUP:
+                    writer.write_table(pa.concat_tables(buffer))
+                    rows, buffer = rows + len(buffer), []
+            if buffer:
+                writer.write_table(pa.concat_tables(buffer))
+                rows += len(buffer)
     return rows
 
 

@@ -15,7 +15,18 @@ SUBMISSION_FILES = {
     "live_test_bonus": "predictions_live_test_bonus_ood.parquet.brotli",
     "final_test_bonus": "predictions_final_test_bonus_ood.parquet.brotli",
 }
-ZIP_FILES = {"main": "submission_main_track.zip", "bonus": "submission_bonus_track.zip"}
+# The starter kit's README: the main track's two files in one zip; the bonus track's
+# live and final files zipped and uploaded separately (5 GB upload limit).
+ZIPS = {
+    "submission_main_track.zip": ("live_test_main", "final_test_main"),
+    "submission_bonus_track_live.zip": ("live_test_bonus",),
+    "submission_bonus_track_final.zip": ("final_test_bonus",),
+}
+# The names the starter kit's submission.py writes (its README asks for the names above).
+STARTER_KIT_FILES = {
+    tier: f"predictions_file_{tier}_{'ood' if 'bonus' in tier else 'main'}_track.parquet.brotli"
+    for tier in SUBMISSION_FILES
+}
 
 
 @dataclass(frozen=True)
