@@ -188,3 +188,32 @@ def test_unreachable_server_is_one_line(tiny_mouse: Path, tmp_path: Path) -> Non
     assert result.returncode == 1
     assert result.stderr.startswith("client: UNAVAILABLE")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_final_only_run_uses_no_track_ceiling_of_live_and_final(
+    server: ServerThread, tiny_mouse: Path, tmp_path: Path
+) -> None:
+    result = run(
+        "client",
+        "score",
+        "--data",
+        str(tiny_mouse),
+        "--server",
+        server.target,
+        "--model",
+        "tiny",
+        "--track",
+        "main",
+        "--tier",
+        "final",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    groups = json.loads((tmp_path / "report.json").read_text())["groups"]
+    ceiling = json.loads((tiny_mouse / "ground_truth/ceiling.json").read_text())["ceiling"]
+    assert groups["track:main"]["trials"] < ceiling["track:main"]["trials"]
+    assert "fraction_of_ceiling" not in groups["track:main"]  # live + final: not comparable
+    assert "fraction_of_ceiling" in groups["final_test_main"]

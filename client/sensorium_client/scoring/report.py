@@ -59,7 +59,14 @@ def build_report(
             "metrics": aggregate(per_mouse),
             "trials": sum(m.n_trials for m in per_mouse.values()),
         }
-        known = [ceilings[m][group] for m in per_mouse if m in ceilings and group in ceilings[m]]
+        # A ceiling counts only where it covers the trials scored: a track's ceiling spans
+        # live and final, so a --tier final run must not be compared with it.
+        known = [
+            ceilings[m][group]
+            for m, metrics in per_mouse.items()
+            if group in ceilings.get(m, {})
+            and ceilings[m][group].get("trials", metrics.n_trials) == metrics.n_trials
+        ]
         if len(known) == len(per_mouse) and known:
             ceiling = {k: sum(c[k] for c in known) / len(known) for k in METRIC_NAMES}
             entry["noise_ceiling_mean_over_mice"] = ceiling
