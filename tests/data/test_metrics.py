@@ -206,3 +206,38 @@ def test_closing_clips_one_by_one_gives_the_same_result() -> None:
     np.testing.assert_allclose(streamed.correlation_to_average, whole.correlation_to_average)
     with pytest.raises(ValueError, match="clip 'a' was already closed"):
         scorer.add(trials[0][0], trials[0][1], "a")
+
+
+def neuralpredictors_style_fev(
+    targets: list[np.ndarray], predictions: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """FEV/FEVE in neuralpredictors' convention, restated: one condition per image (here:
+    per scored frame of a repeated clip), targets[i] is repeats x N."""
+    noise = np.mean([np.var(t, axis=0, ddof=1) for t in targets], axis=0)
+    total = np.var(np.vstack(targets), axis=0, ddof=1)
+    mse = np.mean(
+        np.vstack([(t - p) ** 2 for t, p in zip(targets, predictions, strict=True)]), axis=0
+    )
+    return (total - noise) / total, 1 - (mse - noise) / (total - noise)
+
+
+def test_feve_follows_neuralpredictors_fev_on_unequal_clips_and_single_repeats() -> None:
+    """Each scored frame of a clip shown at least twice is one condition (weighted per frame);
+    a clip shown once is left out of noise, total variance and MSE."""
+    rng = np.random.default_rng(5)
+    trials = make_trials(
+        rng, 9, {"long": (3, 260), "short": (2, 90), "once": (1, 200), "odd": (4, 57)}
+    )
+    targets, predictions = [], []
+    for group in by_clip(trials).values():
+        if len(group) < 2:
+            continue
+        length = group[0][0].shape[0]
+        for frame in range(SKIP, length):
+            targets.append(np.stack([r[frame] for r, _, _ in group]))
+            predictions.append(np.stack([p[frame] for _, p, _ in group]))
+    fev, feve = neuralpredictors_style_fev(targets, predictions)
+    result = score_mouse(trials, 9)
+    np.testing.assert_allclose(result.fev, fev, rtol=1e-9)
+    np.testing.assert_allclose(result.feve, feve, rtol=1e-9)
+    assert result.n_repeated_clips == 3
