@@ -31,9 +31,9 @@ LENGTHS = (80, 80, 80, 80, 62, 70)  # trials 4 and 5 are NaN-padded to 80
 class Luminance(nn.Module):
     """Responses from the frame's mean brightness and the running speed."""
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int = 0) -> None:
         super().__init__()
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         self.readout = nn.Linear(2, NEURONS)
 
     def forward(
@@ -50,7 +50,9 @@ def release(root: Path, **changes: object) -> Path:
 @pytest.fixture(scope="module")
 def byo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     repository = tmp_path_factory.mktemp("byo-score")
-    export_model(Luminance().eval(), repository, "lum", MOUSE, list(range(1, NEURONS + 1)))
+    ids = list(range(1, NEURONS + 1))
+    export_model(Luminance().eval(), repository, "lum", MOUSE, ids)
+    export_model(Luminance(seed=1).eval(), repository, "other", MOUSE, ids)
     running = ServerThread(local_settings(repository)).start()
     yield running
     running.stop()
@@ -240,3 +242,42 @@ def test_resume_refuses_another_selection(byo_server: ServerThread, tmp_path: Pa
     same = _score(byo_server, data, out, "--track", "main", "--tier", "live", "--resume")
     assert same.returncode == 0, same.stderr  # type: ignore[attr-defined]
     assert "already scored" in same.stderr  # type: ignore[attr-defined]
+
+
+def test_compare_two_models_paired_per_neuron(byo_server: ServerThread, tmp_path: Path) -> None:
+    data = release(tmp_path)
+    scored = _score(byo_server, data, tmp_path / "score", "--tier", "oracle", "--track", "main")
+    assert scored.returncode == 0  # type: ignore[attr-defined]
+    report = json.loads((tmp_path / "score/report.json").read_text())
+    common = (
+        "client",
+        "score",
+        "--data",
+        str(data),
+        "--server",
+        byo_server.target,
+        "--tier",
+        "oracle",
+        "--track",
+        "main",
+        "--no-progress",
+        "--bootstrap",
+        "200",
+    )
+    same = run(*common, "--compare", "lum", "lum:1", "--out", str(tmp_path / "same"))
+    assert same.returncode == 0, same.stderr
+    oracle = json.loads((tmp_path / "same/compare.json").read_text())["groups"]["oracle"]
+    assert oracle["difference_b_minus_a"] == 0.0
+    assert oracle["ci95"] == [0.0, 0.0]
+    assert oracle["fraction_improved"] == 0.0
+    # The per-neuron correlation is the one `client score` reports for the model.
+    single = report["groups"]["oracle"]["metrics"]["single_trial_correlation"]["pooled_neurons"]
+    assert oracle["single_trial_correlation_a"] == pytest.approx(single, abs=1e-6)
+    other = run(*common, "--compare", "lum", "other", "--out", str(tmp_path / "other"))
+    assert other.returncode == 0, other.stderr
+    summary = json.loads((tmp_path / "other/compare.json").read_text())["groups"]["oracle"]
+    low, high = summary["ci95"]
+    assert low <= summary["difference_b_minus_a"] <= high
+    assert summary["neurons"] == NEURONS
+    assert "| oracle |" in other.stdout
+    assert (tmp_path / "other/compare_oracle.png").read_bytes()[:4] == b"\x89PNG"

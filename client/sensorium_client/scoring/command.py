@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from sensorium_client.commands import connect
 from sensorium_client.errors import InvalidArgumentError
+from sensorium_client.scoring.compare import collect, summarise, write_comparison
 from sensorium_client.scoring.plots import write_plots
 from sensorium_client.scoring.report import build_report, write_report
 from sensorium_client.scoring.results import MouseResult
@@ -77,6 +78,8 @@ def score(args: argparse.Namespace) -> int:
     sessions = _sessions(args.data)
     if args.validate:
         return _validate(args, sessions)
+    if args.compare:
+        return _compare(args, sessions)
     chosen = jobs(args.track, args.tier)
     out = Path(args.out)
     done = out / "mice"
@@ -116,6 +119,36 @@ def score(args: argparse.Namespace) -> int:
         print(
             f"written to {out}: report.json, report.md, {', '.join(report['plots']) or 'no plots'}"
         )
+    return 0
+
+
+def _model_spec(text: str) -> tuple[str, int]:
+    """``name`` or ``name:version``."""
+    name, _, version = text.partition(":")
+    if version and not version.isdigit():
+        raise InvalidArgumentError(f"--compare {text}: expected NAME or NAME:VERSION")
+    return name, int(version or 0)
+
+
+def _compare(args: argparse.Namespace, sessions: list[Session]) -> int:
+    """``client score --compare A B``."""
+    chosen = jobs(args.track, args.tier)
+    out = Path(args.out)
+    with connect(args) as client:
+        models = tuple(client.model(*_model_spec(spec)) for spec in args.compare)
+        for info in models:
+            for session in sessions:
+                info.mouse(session.name)  # NOT_FOUND now, not after an hour
+        total = 2 * sum(sum(1 for t in s.trials(j.tier)) for s in sessions for j in chosen)
+        with tqdm(total=total, unit="trial", desc="compare", disable=args.no_progress) as bar:
+            collected = collect(client, (models[0], models[1]), sessions, chosen, args.workers, bar)
+    groups = {g: summarise(per_mouse, args.bootstrap) for g, per_mouse in collected.items()}
+    lines = write_comparison(out, (models[0], models[1]), groups)
+    if args.json:
+        print((out / "compare.json").read_text())
+    else:
+        print("\n".join(lines))
+        print(f"written to {out}: compare.json, compare.md, plots")
     return 0
 
 
@@ -178,6 +211,14 @@ def add_score_command(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=4, help="trials predicted concurrently")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--validate", metavar="FILE", help="check a submission file against --data")
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="compare two served models (NAME or NAME:VERSION) on the same trials: paired "
+        "difference in single-trial correlation per neuron with a bootstrap 95%% interval",
+    )
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap rounds of --compare")
     p.add_argument(
         "--frames",
         choices=FRAMES,

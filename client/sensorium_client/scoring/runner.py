@@ -62,12 +62,13 @@ def group_names(job: Job, trial: Trial) -> list[str]:
     return names
 
 
-def _in_clip_order(session: Session, job: Job) -> list[Trial]:
+def in_clip_order(session: Session, job: Job) -> list[Trial]:
+    """The trials of a job grouped by clip (repeats together), then by index."""
     trials = list(session.trials(job.tier))
     return sorted(trials, key=lambda t: (t.clip_id, t.index))
 
 
-def _predictions(
+def predictions_of(
     client: Client, info: ModelInfo, mouse: str, trials: list[Trial], workers: int
 ) -> Iterator[tuple[Trial, np.ndarray]]:
     """(trial, predictions T x N) in order, with at most ``2 * workers`` in flight."""
@@ -115,7 +116,7 @@ def score_session(
     sample: TraceSample | None = None
     withheld: list[str] = []
     for job in jobs:
-        trials = _in_clip_order(session, job)
+        trials = in_clip_order(session, job)
         counts[job.tier] = len(trials)
         if not trials:
             continue
@@ -135,7 +136,7 @@ def score_session(
         )
         try:
             previous: tuple[list[str], str] | None = None
-            for trial, predictions in _predictions(client, info, mouse, trials, workers):
+            for trial, predictions in predictions_of(client, info, mouse, trials, workers):
                 if writer is not None:
                     writer.add(
                         trial.index, predictions, trial.n_frames if frames == "stored" else None
