@@ -73,6 +73,7 @@ def test_writes_submissions_zips_report_and_plots(scored: Path, tiny_mouse: Path
     assert any(p.startswith("traces_") for p in pngs)
     for png in scored.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (scored / "parts").exists()  # joined into the submission files, then removed
 
 
 def test_metrics_equal_a_direct_computation(
@@ -217,3 +218,32 @@ def test_final_only_run_uses_no_track_ceiling_of_live_and_final(
     assert groups["track:main"]["trials"] < ceiling["track:main"]["trials"]
     assert "fraction_of_ceiling" not in groups["track:main"]  # live + final: not comparable
     assert "fraction_of_ceiling" in groups["final_test_main"]
+
+
+def test_plots_name_model_neuron_ids_and_bonus_trials(
+    scored: Path, tiny_mouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import matplotlib.figure
+
+    from sensorium_client.scoring.plots import write_plots
+    from sensorium_client.scoring.results import MouseResult
+
+    texts: list[str] = []
+
+    def record(figure: matplotlib.figure.Figure, *args: object, **kwargs: object) -> None:
+        texts.extend(t.get_text() for t in figure.texts)
+        for ax in figure.axes:
+            texts.append(ax.get_title())
+            texts.extend(label.get_text() for label in ax.get_xticklabels())
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    session = Session(tiny_mouse)
+    result = MouseResult.load(scored / "mice", session.name)
+    report = json.loads((scored / "report.json").read_text())
+    write_plots([result], report, tmp_path, {session.name: session.unit_ids})
+    assert texts.count("tiny v1") + sum("tiny v1:" in t for t in texts) >= 3  # every figure
+    traces = [t for t in texts if t.startswith(("best: neuron", "median: neuron", "worst: neuron"))]
+    assert len(traces) == 3
+    column = result.traces.neurons[0]  # type: ignore[union-attr]
+    assert traces[0].startswith(f"best: neuron {int(session.unit_ids[column])},")
+    assert any("trials" in t and "\n" in t for t in texts)  # bonus bars carry trial counts

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from sensorium_client.commands import connect
@@ -47,8 +49,14 @@ def _sessions(dirs: list[str]) -> list[Session]:
     return list(by_name.values())
 
 
-def assemble(out: Path, sessions: list[Session], chosen: list[Job]) -> dict[str, Any]:
-    """Join each submitted tier's parts into its competition file; zip each full track."""
+def assemble(
+    out: Path, sessions: list[Session], chosen: list[Job], rescored: bool = True
+) -> dict[str, Any]:
+    """Join each submitted tier's parts into its competition file; zip each full track.
+
+    ``rescored`` False (a ``--resume`` that scored nothing new) keeps the files of the
+    complete run whose parts were joined and removed.
+    """
     written: dict[str, Any] = {}
     for job in chosen:
         if not job.submitted:
@@ -58,13 +66,20 @@ def assemble(out: Path, sessions: list[Session], chosen: list[Job]) -> dict[str,
             for s in sessions
             if len(s.trial_indices(job.tier))
         ]
+        target = out / SUBMISSION_FILES[job.tier]
         missing = [p for p in parts if not p.is_file()]
+        if missing and not rescored and target.is_file():
+            # A --resume of a complete run: the parts were joined and removed.
+            written[job.tier] = {
+                "file": target.name,
+                "rows": pq.ParquetFile(target).metadata.num_rows,
+            }
+            continue
         if missing:
             raise InvalidArgumentError(
                 f"{missing[0]}: missing (a resumed run with other --track/--tier?); "
                 "rerun without --resume"
             )
-        target = out / SUBMISSION_FILES[job.tier]
         written[job.tier] = {"file": target.name, "rows": join_parts(parts, target)}
     for name, tiers in ZIPS.items():
         if all(t in written for t in tiers):
@@ -107,9 +122,11 @@ def score(args: argparse.Namespace) -> int:
                 result.save(done)
                 results.append(result)
     report = build_report(results, sessions, info, args.server)
-    report["submissions"] = assemble(out, sessions, chosen)
-    report["plots"] = [p.name for p in write_plots(results, report, out)]
+    report["submissions"] = assemble(out, sessions, chosen, rescored=bool(todo))
+    ids = {s.name: s.unit_ids for s in sessions}
+    report["plots"] = [p.name for p in write_plots(results, report, out, ids)]
     write_report(report, out)
+    shutil.rmtree(out / "parts", ignore_errors=True)  # joined into the submission files
     if args.json:
         print(
             json.dumps({"out": str(out), "groups": list(report["groups"]), **report["submissions"]})
