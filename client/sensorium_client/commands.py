@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import numpy as np
 
 from sensorium_client.errors import InvalidArgumentError, UnavailableError
 from sensorium_client.health import check
-from sensorium_client.inputs import rows_time_first, video_time_first
+from sensorium_client.inputs import normalize_trial
 from sensorium_client.messages import ModelInfo
 from sensorium_client.sdk import Client
 
@@ -30,6 +31,12 @@ def connect(args: argparse.Namespace) -> Client:
             except OSError as err:
                 raise InvalidArgumentError(f"--ca {ca}: cannot read it ({err})") from None
     return Client(args.server, **settings)
+
+
+def _say(args: argparse.Namespace, notes: list[str]) -> None:
+    """What was detected or filled in, once, on stderr (stdout stays the result)."""
+    for note in notes:
+        print(f"client: {note}", file=sys.stderr)
 
 
 def _emit(args: argparse.Namespace, data: dict[str, Any], lines: list[str]) -> None:
@@ -89,31 +96,22 @@ def load_trial(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Video, behaviour and pupil centre from the files the arguments name, time first.
 
-    Returns the arrays and notes on what was detected or filled in.
+    Missing behaviour or pupil centre is filled with the model's training mean (said
+    in the notes) unless ``--require-behavior``. Returns the arrays and the notes.
     """
-    video, layout = video_time_first(_load(args.video, "video"), info.frame_shape)
-    frames = video.shape[0]
-    notes = [f"video: {frames} frames, layout {layout}"]
     mouse = info.mouse(args.mouse)
-    rows = []
-    for name, flag, default in (
-        ("behavior", "behavior", mouse.default_behavior),
-        ("pupil_center", "pupil-center", mouse.default_pupil_center),
-    ):
-        path = getattr(args, name)
-        if path is not None:
-            rows.append(rows_time_first(name, _load(path, flag), frames))
-            continue
-        if not args.allow_missing_behavior:
-            raise InvalidArgumentError(
-                f"--{flag} is missing; pass it, or --allow-missing-behavior to use the "
-                "model's training mean"
-            )
-        if len(default) != 2:
-            raise InvalidArgumentError(f"{info.name} records no default {name}; pass --{flag}")
-        rows.append(np.tile(np.asarray(default, dtype=np.float32), (frames, 1)))
-        notes.append(f"{name}: missing, filled with the training mean {list(default)}")
-    return video, rows[0], rows[1], notes
+    behavior, pupil = (
+        None if getattr(args, name) is None else _load(getattr(args, name), flag)
+        for name, flag in (("behavior", "behavior"), ("pupil_center", "pupil-center"))
+    )
+    return normalize_trial(
+        _load(args.video, "video"),
+        behavior,
+        pupil,
+        info.frame_shape,
+        {"behavior": mouse.default_behavior, "pupil_center": mouse.default_pupil_center},
+        require_behavior=args.require_behavior,
+    )
 
 
 def summary(responses: np.ndarray) -> dict[str, Any]:
@@ -151,8 +149,8 @@ def predict(args: argparse.Namespace) -> int:
         np.save(args.out, responses)
         data["out"] = args.out
     s = data
+    _say(args, notes)
     lines = [
-        *notes,
         f"{info.name} v{info.version}, mouse {mouse}: responses {tuple(responses.shape)} "
         f"(frames x neurons) in {elapsed * 1e3:.0f} ms",
         f"mean {s['mean']:.4f}  std {s['std']:.4f}  min {s['min']:.4f}  max {s['max']:.4f}",
@@ -193,8 +191,8 @@ def stream(args: argparse.Namespace) -> int:
         "max_ms": float(ms.max()),
         "over_budget": late,
     }
+    _say(args, notes)
     lines = [
-        *notes,
         f"{len(ms)} frames at {args.rate:g} Hz (budget {period * 1e3:.1f} ms/frame)",
         f"latency p50 {p50:.2f} ms  p90 {p90:.2f} ms  p99 {p99:.2f} ms  max {ms.max():.2f} ms",
         f"frames over budget: {late}",
@@ -230,9 +228,13 @@ def add_server_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         p.add_argument("--behavior", help=".npy, T x 2 or 2 x T: pupil dilation, running speed")
         p.add_argument("--pupil-center", help=".npy, T x 2 or 2 x T: pupil centre x, y")
         p.add_argument(
-            "--allow-missing-behavior",
+            "--require-behavior",
             action="store_true",
-            help="fill missing behaviour and pupil centre with the model's training mean",
+            help="refuse a clip without --behavior and --pupil-center (default: fill them "
+            "with the model's training mean and say so)",
+        )
+        p.add_argument(  # the default now; kept so that older scripts keep working
+            "--allow-missing-behavior", action="store_true", help=argparse.SUPPRESS
         )
         p.add_argument("--model", default="", help="model name (default: the only one served)")
         p.add_argument("--mouse", default="", help="mouse/session (default: the model's only one)")

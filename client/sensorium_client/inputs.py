@@ -100,3 +100,55 @@ def as_frames(
     if pupil_center.ndim == 1:
         pupil_center = pupil_center[None]
     return frames, behavior, pupil_center
+
+
+def check_video_scale(video: np.ndarray) -> None:
+    """Refuse a float video that looks scaled to 0..1 (the models take 0..255)."""
+    if np.issubdtype(video.dtype, np.floating) and video.size:
+        top = float(np.nanmax(video))
+        if 0 < top <= 1.0:
+            raise InvalidArgumentError(
+                f"video: float values up to {top:g}: it looks scaled to 0..1, the models "
+                "take 0..255 (multiply by 255, or send uint8)"
+            )
+
+
+def normalize_trial(
+    video: np.ndarray,
+    behavior: np.ndarray | None,
+    pupil_center: np.ndarray | None,
+    frame_shape: tuple[int, int],
+    defaults: dict[str, tuple[float, ...]],
+    require_behavior: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """One trial as the service takes it, whatever layout it came in (SDK and CLI alike).
+
+    Video (T, H, W) or the Sensorium (H, W, T); behaviour and pupil centre (T, 2) or
+    (2, T), or None: then the model's training mean (``defaults``), unless
+    ``require_behavior``. A float video in 0..1 is refused (the models take 0..255).
+
+    Returns:
+        The time-first arrays and notes on what was detected or filled in.
+    """
+    video, layout = video_time_first(np.asarray(video), frame_shape)
+    check_video_scale(video)
+    frames = video.shape[0]
+    notes = [f"video: {frames} frames, layout {layout}"]
+    rows = []
+    for name, flag, array in (
+        ("behavior", "behavior", behavior),
+        ("pupil_center", "pupil-center", pupil_center),
+    ):
+        if array is not None:
+            rows.append(rows_time_first(name, np.asarray(array), frames))
+            continue
+        if require_behavior:
+            raise InvalidArgumentError(f"{name} is missing (--{flag}); behaviour is required")
+        default = defaults.get(name, ())
+        if len(default) != 2:
+            raise InvalidArgumentError(
+                f"{name} is missing and the model records no training mean for it; pass it"
+            )
+        rows.append(np.tile(np.asarray(default, dtype=np.float32), (frames, 1)))
+        notes.append(f"{name}: missing, filled with the model's training mean {list(default)}")
+    return video, rows[0], rows[1], notes

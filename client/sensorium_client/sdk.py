@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import time
 from collections.abc import Iterator, Sequence
@@ -16,9 +17,11 @@ from sensorium_api.v1 import predictor_pb2_grpc as pb_grpc
 from sensorium_client import messages
 from sensorium_client.connection import Connection
 from sensorium_client.errors import SensoriumError, ServerError, from_rpc_error
-from sensorium_client.inputs import as_frames, check_arrays
+from sensorium_client.inputs import as_frames, check_arrays, normalize_trial
 from sensorium_client.messages import ModelInfo, StreamInfo
 from sensorium_client.recovery import RECOVERY_S, Recovery, backoff, recoverable
+
+logger = logging.getLogger(__name__)
 
 _CLOSE = object()
 
@@ -107,8 +110,8 @@ class Client:
     def predict(
         self,
         video: np.ndarray,
-        behavior: np.ndarray,
-        pupil_center: np.ndarray,
+        behavior: np.ndarray | None = None,
+        pupil_center: np.ndarray | None = None,
         mouse: str = "",
         model: str = "",
         version: int = 0,
@@ -118,10 +121,14 @@ class Client:
     ) -> np.ndarray:
         """Responses (T, N) to one trial.
 
+        Accepts what the CLI accepts (:func:`sensorium_client.inputs.normalize_trial`):
+
         Args:
-            video: (T, H, W) frames, 0..255 (uint8 is sent as is).
-            behavior: (T, 2): pupil dilation, running speed.
-            pupil_center: (T, 2): x, y.
+            video: (T, H, W) or the Sensorium (H, W, T) frames, 0..255 (uint8 is sent as
+                is; a float video in 0..1 is refused).
+            behavior: (T, 2) or (2, T): pupil dilation, running speed; None: the model's
+                training mean (logged).
+            pupil_center: (T, 2) or (2, T): x, y; None: the training mean (logged).
             mouse: The mouse (session) whose neurons to predict; "" if the model has one.
             model: The model; "" if the server serves one.
             version: The model version; 0 for the latest.
@@ -130,7 +137,17 @@ class Client:
             metadata: Extra metadata of this call.
         """
         info = self.model(model, version, timeout, metadata)
-        arrays = check_arrays(video, behavior, pupil_center, info.frame_shape)
+        chosen = info.mouse(mouse)
+        defaults = {
+            "behavior": chosen.default_behavior,
+            "pupil_center": chosen.default_pupil_center,
+        }
+        frames, rows, centre, notes = normalize_trial(
+            video, behavior, pupil_center, info.frame_shape, defaults
+        )
+        for note in notes[1:]:  # the first only names the layout
+            logger.info("%s", note)
+        arrays = check_arrays(frames, rows, centre, info.frame_shape)
         request = messages.predict_request(
             info.name, info.version, info.mouse(mouse).mouse, arrays, dtype
         )

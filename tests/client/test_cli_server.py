@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from sensorium_client import Client
+from sensorium_client.errors import InvalidArgumentError
 from tests.conftest import run_console_script as run
 from tests.serving import SAMPLES, ServerThread
 
@@ -32,7 +35,9 @@ def test_predict_sensorium_layout_and_saves(server: ServerThread, tmp_path: Path
     args = ["predict", "--server", server.target, "--model", "sensorium", *SAMPLE_ARGS]
     result = run("client", *args, "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert "layout H x W x T (Sensorium layout)" in result.stdout
+    assert (
+        "layout H x W x T (Sensorium layout)" in result.stderr
+    )  # notes go to stderr; stdout is the result
     assert "responses (254, 8000)" in result.stdout
     saved = np.load(out)
     assert saved.shape == (254, 8000)
@@ -69,26 +74,46 @@ def test_predict_time_first_files_equal_sensorium_layout(
     assert "layout T x H x W" in data["notes"][0]
 
 
-def test_missing_behavior_is_an_error_unless_allowed(server: ServerThread) -> None:
-    base = [
+def test_a_video_alone_predicts_with_the_training_mean_unless_required(
+    server: ServerThread,
+) -> None:
+    base = ["predict", "--server", server.target, "--model", "tiny"]
+    alone = run("client", *base, "--video", str(SAMPLES / "clip.npy"), "--json")
+    assert alone.returncode == 0, alone.stderr
+    notes = json.loads(alone.stdout)["notes"]
+    assert any(
+        n.startswith("behavior: missing, filled with the model's training mean") for n in notes
+    )
+    assert "client: behavior: missing, filled" in alone.stderr  # said once, on stderr
+    strict = run("client", *base, "--video", str(SAMPLES / "clip.npy"), "--require-behavior")
+    assert strict.returncode == 1
+    assert strict.stderr.strip().splitlines() == [
+        "client: behavior is missing (--behavior); behaviour is required"
+    ]
+
+
+def test_sdk_accepts_what_the_cli_accepts(server: ServerThread, tmp_path: Path) -> None:
+    video = np.load(SAMPLES / "clip.npy")[:, :, :60]  # H x W x T, the Sensorium layout
+    behavior = np.load(SAMPLES / "behavior.npy")[:, :60]  # 2 x T
+    with Client(server.target) as client:
+        sensorium_layout = client.predict(video, behavior, model="tiny")  # no pupil centre
+        time_first = client.predict(np.moveaxis(video, 2, 0), behavior.T, None, model="tiny")
+        np.testing.assert_array_equal(sensorium_layout, time_first)
+        with pytest.raises(InvalidArgumentError, match=r"looks scaled to 0\.\.1"):
+            client.predict(np.moveaxis(video, 2, 0).astype(np.float32) / 255, model="tiny")
+    np.save(tmp_path / "clip01.npy", video.astype(np.float32) / 255)
+    cli = run(
+        "client",
         "predict",
         "--server",
         server.target,
         "--model",
         "tiny",
         "--video",
-        str(SAMPLES / "clip.npy"),
-    ]
-    refused = run("client", *base)
-    assert refused.returncode == 1
-    assert refused.stderr.strip().splitlines() == [
-        "client: --behavior is missing; pass it, or --allow-missing-behavior to use the "
-        "model's training mean"
-    ]
-    allowed = run("client", *base, "--allow-missing-behavior", "--json")
-    assert allowed.returncode == 0, allowed.stderr
-    notes = json.loads(allowed.stdout)["notes"]
-    assert any(n.startswith("behavior: missing, filled with the training mean") for n in notes)
+        str(tmp_path / "clip01.npy"),
+    )
+    assert cli.returncode == 1
+    assert "looks scaled to 0..1" in cli.stderr
 
 
 def test_stream_reports_latency_percentiles(server: ServerThread) -> None:
@@ -115,7 +140,7 @@ def test_errors_print_one_line_and_exit_non_zero(server: ServerThread, tmp_path:
     cases = {
         "unknown model": (["--model", "nope", *SAMPLE_ARGS], "NOT_FOUND: model 'nope'"),
         "bad shape": (
-            ["--video", str(tmp_path / "bad.npy"), "--allow-missing-behavior", "--model", "tiny"],
+            ["--video", str(tmp_path / "bad.npy"), "--model", "tiny"],
             "video: shape (10, 36, 65)",
         ),
         "no file": (["--video", str(tmp_path / "none.npy"), "--model", "tiny"], "cannot read"),
