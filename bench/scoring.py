@@ -77,6 +77,13 @@ def main() -> int:
         "(concurrent clips), 0 (every core) suits a single clip's latency",
     )
     args = parser.parse_args()
+    if not Path(args.data).exists():
+        print(
+            f"bench/scoring.py: {args.data} not found; it scores the full-scale synthetic "
+            "mouse: run `make synth-default` first (about 10 minutes), or pass --data",
+            file=sys.stderr,
+        )
+        return 2
     session = find_sessions(args.data)[0]
     torch.manual_seed(0)
     torch.set_num_threads(2)

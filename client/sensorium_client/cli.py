@@ -32,6 +32,14 @@ def _inspect(args: argparse.Namespace) -> int:
     return 1 if faults else 0
 
 
+def _error(args: argparse.Namespace, err: Exception, code: str, status: int) -> int:
+    """One line on stderr; under --json, a JSON object on stdout as well."""
+    print(f"client: {err}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": str(err), "code": code, "exit": status}))
+    return status
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``client``."""
     parser = argparse.ArgumentParser(
@@ -67,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("paths", nargs="+", help="session folders or folders of sessions")
     inspect.add_argument(
+        "--json", action="store_true", help="JSON lines (the default output already is)"
+    )
+    inspect.add_argument(
         "--validate", action="store_true", help="also check every trial file's presence and shape"
     )
     inspect.set_defaults(run=_inspect)
@@ -83,11 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except DataFormatError as err:
-        print(f"client: {err}", file=sys.stderr)
-        return 2
+        return _error(args, err, "DATA_FORMAT", 2)
     except SensoriumError as err:
-        print(f"client: {err}", file=sys.stderr)
-        return 1
+        return _error(args, err, err.code.name if err.code else "INVALID_ARGUMENT", 1)
     except KeyboardInterrupt:
         print("client: interrupted; finished work is kept (client score --resume)", file=sys.stderr)
         return 130

@@ -2,6 +2,8 @@
 
 ``sensorium-healthcheck`` is for container HEALTHCHECKs: no extra binary, it checks
 ``localhost:$SENSORIUM_PORT`` (or the target given) once and exits 0 when SERVING.
+When the server uses TLS (``SENSORIUM_TLS_CERT`` is set, as the server reads it) it
+connects with TLS, trusting ``SENSORIUM_HEALTHCHECK_CA`` or that certificate.
 """
 
 from __future__ import annotations
@@ -25,11 +27,21 @@ def check(channel: grpc.Channel, service: str = "", timeout: float = 2.0) -> str
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
+def _channel(target: str) -> grpc.Channel:
+    """Plaintext, or TLS when the server's environment configures TLS."""
+    trust = os.environ.get("SENSORIUM_HEALTHCHECK_CA") or os.environ.get("SENSORIUM_TLS_CERT")
+    if not trust:
+        return grpc.insecure_channel(target)
+    with open(trust, "rb") as handle:
+        credentials = grpc.ssl_channel_credentials(handle.read())
+    return grpc.secure_channel(target, credentials)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Check once; 0 if SERVING."""
     args = list(sys.argv[1:] if argv is None else argv)
     target = args[0] if args else f"localhost:{os.environ.get('SENSORIUM_PORT', '8001')}"
-    with grpc.insecure_channel(target) as channel:
+    with _channel(target) as channel:
         status = check(channel, timeout=3)
     print(f"{target}: {status}", file=sys.stdout if status == "SERVING" else sys.stderr)
     return 0 if status == "SERVING" else 1

@@ -8,14 +8,21 @@ import sys
 from collections.abc import Sequence
 
 from sensorium_server.errors import StartupError
-from sensorium_server.gate import CallerFilter
-from sensorium_server.server import serve
 from sensorium_server.settings import parse_settings
+
+EXTRA = "pip install 'sensorium-serve[server]' (or [gpu] for CUDA)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 after a clean drain)."""
     settings = parse_settings(argv)
+    try:
+        from sensorium_server.gate import CallerFilter
+        from sensorium_server.server import serve
+    except ModuleNotFoundError as err:  # a client-only install
+        missing = (err.name or "a server dependency").split(".")[0]
+        print(f"sensorium-server: {missing} is not installed; {EXTRA}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s [%(caller)s]: %(message)s",

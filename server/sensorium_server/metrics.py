@@ -16,6 +16,7 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
     make_wsgi_app,
 )
 from prometheus_client.exposition import ThreadingWSGIServer
@@ -23,7 +24,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from sensorium_server.gate import CALLER
 from sensorium_server.scheduler import Timing
 
-# 0.5 ms .. 10 s: a streaming step is a few ms, a long clip a few seconds.
+# 0.5 ms .. 120 s: a streaming step is a few ms, a 3,000-frame clip up to a minute.
 BUCKETS = (
     0.0005,
     0.001,
@@ -42,6 +43,9 @@ BUCKETS = (
     2.5,
     5.0,
     10.0,
+    30.0,
+    60.0,
+    120.0,
 )
 
 
@@ -50,6 +54,7 @@ class Metrics:
 
     def __init__(self) -> None:
         """Create the metrics in a fresh registry (several servers may share a process)."""
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)

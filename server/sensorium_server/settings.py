@@ -85,6 +85,42 @@ class Settings:
             raise ValueError("tls_client_ca needs tls_cert and tls_key")
 
 
+# What ``sensorium-server --help`` says of each flag.
+HELP = {
+    "model_repository": "model repository: <model>/<version>/manifest.json and graphs",
+    "host": "address the gRPC port binds",
+    "port": "gRPC port (0: any free port)",
+    "metrics_port": "Prometheus /metrics port (-1: none)",
+    "versions": "versions served per model: all, latest:N or specific:1,3",
+    "providers": "ONNX Runtime providers: auto (CUDA when present), cpu or cuda",
+    "workers": "inference threads for stream steps",
+    "clip_workers": "inference threads for Predict clips and clip chunks",
+    "clip_priority": "OS priority of clip threads: idle (SCHED_IDLE), low (nice 19), normal",
+    "intra_op_threads": "ONNX Runtime threads per stream step",
+    "clip_threads": "ONNX Runtime threads per clip (0: one per core)",
+    "clip_chunk_frames": "clips longer than this run through the step graph in chunks (0: never)",
+    "max_queue": "inferences waiting or running per lane before RESOURCE_EXHAUSTED",
+    "max_sessions": "open stream sessions at most",
+    "max_clip_frames": "frames of one Predict call at most",
+    "max_step_frames": "frames of one stream message at most",
+    "max_message_mb": "largest gRPC message received or sent, MB",
+    "idle_timeout_s": "a stream silent (or its replies unread) this long is closed; a broken "
+    "one is kept this long for a resume",
+    "drain_delay_s": "on SIGTERM: NOT_SERVING this long before new calls are refused",
+    "drain_grace_s": "on SIGTERM: then open calls get this long to finish",
+    "max_connection_age_s": "recycle connections after this long so load rebalances; open "
+    "streams run on (0: never)",
+    "tls_cert": "PEM certificate chain: serve TLS (metrics too)",
+    "tls_key": "PEM private key of --tls-cert",
+    "tls_client_ca": "PEM CA: require client certificates signed by it (mutual TLS)",
+    "auth_tokens_file": "NAME:SHA256_HEX lines: require 'authorization: Bearer <token>' "
+    "(health stays open)",
+    "reflection": "gRPC server reflection",
+    "metrics_host": "address /metrics binds (default: --host)",
+    "log_level": "DEBUG, INFO, WARNING or ERROR",
+}
+
+
 def parse_version_policy(text: str) -> tuple[str, list[int]]:
     """``"all"``, ``"latest:N"`` or ``"specific:1,3"`` -> (kind, numbers)."""
     kind, _, rest = text.partition(":")
@@ -138,11 +174,14 @@ def parse_settings(
                 _flag(spec.name),
                 action=argparse.BooleanOptionalAction,
                 default=value,
-                help=f"(env {env}=1/0; default: %(default)s)",
+                help=f"{HELP.get(spec.name, '')} (env {env}=1/0; default: %(default)s)",
             )
             continue
         parser.add_argument(
-            _flag(spec.name), type=kind, default=value, help=f"(env {env}; default: %(default)s)"
+            _flag(spec.name),
+            type=kind,
+            default=value,
+            help=f"{HELP.get(spec.name, '')} (env {env}; default: %(default)s)",
         )
     args = parser.parse_args(argv)
     try:
