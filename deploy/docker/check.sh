@@ -11,8 +11,9 @@ mkdir -p "$work"
 "$python" -m pip wheel --quiet --no-deps --wheel-dir "$work/wheels" .
 deploy/docker/install.sh cpu "$(ls "$work"/wheels/sensorium_serve-*.whl)" "$work/venv" constraints/ci.txt
 venv="$work/venv/bin"
-SENSORIUM_MODEL_REPOSITORY=models SENSORIUM_PORT=0 SENSORIUM_METRICS_PORT=0 \
-    "$venv/sensorium-server" 2>"$work/server.log" &
+# From another folder, no repository given: the model installed with the package.
+(cd "$work" && exec env -u SENSORIUM_MODEL_REPOSITORY SENSORIUM_PORT=0 \
+    SENSORIUM_METRICS_PORT=0 "$(pwd)/venv/bin/sensorium-server" 2>"$(pwd)/server.log") &
 server=$!
 trap 'kill "$server" 2>/dev/null || true' EXIT
 port=""

@@ -15,9 +15,19 @@ from pathlib import Path
 
 
 def default_repository() -> Path:
-    """The embedded ``models/`` of a source checkout, else ``./models``."""
+    """The embedded default model's repository.
+
+    ``models/`` of a source checkout, else the copy installed with the package
+    (``sensorium_models``), else ``./models``.
+    """
     checkout = Path(__file__).resolve().parents[2] / "models"
-    return checkout if checkout.is_dir() else Path("models")
+    if checkout.is_dir():
+        return checkout
+    try:
+        from sensorium_models import repository
+    except ImportError:  # an install without the embedded model
+        return Path("models")
+    return repository()
 
 
 @dataclass(frozen=True)

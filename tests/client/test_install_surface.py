@@ -83,3 +83,11 @@ def test_healthcheck_speaks_tls_like_the_server(
         assert refused.returncode == 1
     finally:
         running.stop()
+
+
+def test_the_default_model_ships_inside_the_package() -> None:
+    from sensorium_models import repository
+    from sensorium_server.repository import read_version
+
+    version = read_version(repository() / "sensorium" / "1")
+    assert [m.neuron_count for m in version.mice.values()] == [8000]
