@@ -15,6 +15,9 @@ COPY client/ client/
 COPY server/ server/
 COPY train/ train/
 COPY export/ export/
+# The embedded default model goes into the wheel (sensorium_models links models/).
+COPY models/ models/
+COPY embedded/ embedded/
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE} AS runtime-cpu
