@@ -20,10 +20,24 @@ import yaml
 def _problems(path: Path) -> list[str]:
     docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(path.read_text())}
     deployment = docs[("Deployment", "sensorium-serve")]
-    config = docs[("ConfigMap", "sensorium-serve")]["data"]
+    configs = [n for k, n in docs if k == "ConfigMap" and n.startswith("sensorium-serve")]
+    config = docs[("ConfigMap", configs[0])]["data"]
     pod = deployment["spec"]["template"]["spec"]
     server = next(c for c in pod["containers"] if c["name"] == "server")
     problems = []
+    if configs != [f for f in configs if f != "sensorium-serve"]:
+        problems.append("the ConfigMap is not generated (no content hash): edits would not roll pods")
+    if "replicas" in deployment["spec"] and ("HorizontalPodAutoscaler", "sensorium-serve") in docs:
+        problems.append("the Deployment sets replicas beside an HPA: every apply resets the scale")
+    keys = {t.get("topologyKey") for t in pod.get("topologySpreadConstraints", [])}
+    if not {"kubernetes.io/hostname", "topology.kubernetes.io/zone"} <= keys:
+        problems.append("no topology spread over nodes and zones")
+    memory = server["resources"]["requests"]["memory"]
+    if _mebibytes(memory) < 1.25 * 1024:
+        problems.append(f"memory request {memory} is below the measured steady RSS (1.25 GiB)")
+    for (kind, name), doc in docs.items():
+        if kind == "PodMonitor" and not doc["metadata"].get("labels"):
+            problems.append(f"PodMonitor/{name} has no labels for the operator's selector")
     needed = (
         server["lifecycle"]["preStop"]["sleep"]["seconds"]
         + float(config["SENSORIUM_DRAIN_DELAY_S"])
@@ -61,6 +75,14 @@ def _problems(path: Path) -> list[str]:
         if config["SENSORIUM_PROVIDERS"] != "cuda":
             problems.append("gpu overlay does not select the CUDA provider")
     return [f"{path}: {p}" for p in problems]
+
+
+def _mebibytes(quantity: str) -> float:
+    units = {"Mi": 1.0, "Gi": 1024.0, "M": 1e6 / 2**20, "G": 1e9 / 2**20}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return float(quantity[: -len(suffix)]) * factor
+    return float(quantity) / 2**20
 
 
 def main(paths: list[str]) -> int:
