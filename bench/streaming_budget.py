@@ -17,6 +17,7 @@ Absolute times count only on the machine they were measured on; ratios travel.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -76,6 +77,12 @@ def cpu_peak_gflops() -> float:
     return 2 * 1024**3 / (min(times) / 1e3) / 1e9
 
 
+def _progress(stage: str) -> None:
+    """Say what runs now (a stage takes up to minutes; the table comes at the end)."""
+    load = os.getloadavg()[0]
+    print(f"[{time.strftime('%H:%M:%S')}] {stage} (load {load:.1f})", flush=True)
+
+
 def main() -> int:
     """Run the benchmark and print the table."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -89,11 +96,14 @@ def main() -> int:
     summary = summarize(model, name)
     neurons = model.specs[name].n_neurons
     with tempfile.TemporaryDirectory() as tmp:
+        _progress("exporting the tiled and the grid-sampling graphs (checked)")
         version, _ = write_version(model, {}, Path(tmp), "bench", {})
         grid, _ = write_version(model, {}, Path(tmp), "grid", {}, readout="grid")
         clip_path = next(version.rglob("clip.onnx"))
         step_path = next(version.rglob("step.onnx"))
+        _progress(f"timing {args.steps} stream steps at 1 and 2 threads, windows, whole clips")
         rows = measure(mouse, summary.receptive_field, clip_path, step_path, args.steps)
+        _progress("measuring the compute floor (1-thread sgemm) and graph forms")
         rows += floor_rows(step_path, next(grid.rglob("step.onnx")))
     flops = step_flops(mouse)
     peak = cpu_peak_gflops()
