@@ -26,7 +26,9 @@ def _problems(path: Path) -> list[str]:
     server = next(c for c in pod["containers"] if c["name"] == "server")
     problems = []
     if configs != [f for f in configs if f != "sensorium-serve"]:
-        problems.append("the ConfigMap is not generated (no content hash): edits would not roll pods")
+        problems.append(
+            "the ConfigMap is not generated (no content hash): edits would not roll pods"
+        )
     if "replicas" in deployment["spec"] and ("HorizontalPodAutoscaler", "sensorium-serve") in docs:
         problems.append("the Deployment sets replicas beside an HPA: every apply resets the scale")
     keys = {t.get("topologyKey") for t in pod.get("topologySpreadConstraints", [])}

@@ -18,10 +18,49 @@ import yaml
 POD_FIELDS = ("containers", "volumes", "securityContext", "terminationGracePeriodSeconds")
 
 
+def _serving_rules(isvc: dict, docs: list[dict]) -> list[str]:  # type: ignore[type-arg]
+    """Drain timing, autoscaling fields, memory, and a PodDisruptionBudget for the pods."""
+    problems = []
+    predictor = isvc.get("spec", {}).get("predictor", {})
+    annotations = isvc.get("metadata", {}).get("annotations", {})
+    if "serving.kserve.io/metric" in annotations or "scaleMetric" not in predictor:
+        problems.append("autoscaling by annotations; KServe documents scaleMetric/scaleTarget")
+    container = (predictor.get("containers") or [{}])[0]
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    missing = [k for k in ("SENSORIUM_DRAIN_DELAY_S", "SENSORIUM_DRAIN_GRACE_S") if k not in env]
+    if missing:
+        problems.append(f"no drain settings {missing}")
+    else:
+        pre_stop = (
+            container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        )
+        needed = (
+            pre_stop + float(env["SENSORIUM_DRAIN_DELAY_S"]) + float(env["SENSORIUM_DRAIN_GRACE_S"])
+        )
+        if predictor.get("terminationGracePeriodSeconds", 30) <= needed:
+            problems.append(
+                f"terminationGracePeriodSeconds <= preStop + drain delay + grace ({needed:g})"
+            )
+    if not env.get("SENSORIUM_CLIP_CHUNK_FRAMES"):
+        problems.append("no clip chunking: two concurrent whole clips outgrow the memory limit")
+    name = isvc.get("metadata", {}).get("name")
+    pdbs = [
+        d
+        for d in docs
+        if d.get("kind") == "PodDisruptionBudget"
+        and d["spec"]["selector"].get("matchLabels", {}).get("serving.kserve.io/inferenceservice")
+        == name
+    ]
+    if not pdbs:
+        problems.append("no PodDisruptionBudget selecting the predictor pods")
+    return problems
+
+
 def main(source: str, pod_out: str) -> int:
     """Check the InferenceService; write its pod part; 1 on any problem."""
-    isvc = yaml.safe_load(Path(source).read_text())
-    problems = []
+    docs = list(yaml.safe_load_all(Path(source).read_text()))
+    isvc = next((d for d in docs if d.get("kind") == "InferenceService"), {})
+    problems = _serving_rules(isvc, docs)
     if (isvc.get("apiVersion"), isvc.get("kind")) != (
         "serving.kserve.io/v1beta1",
         "InferenceService",
