@@ -3,7 +3,8 @@
 ``sensorium-healthcheck`` is for container HEALTHCHECKs: no extra binary, it checks
 ``localhost:$SENSORIUM_PORT`` (or the target given) once and exits 0 when SERVING.
 When the server uses TLS (``SENSORIUM_TLS_CERT`` is set, as the server reads it) it
-connects with TLS, trusting ``SENSORIUM_HEALTHCHECK_CA`` or that certificate.
+connects with TLS, trusting ``SENSORIUM_HEALTHCHECK_CA`` or that certificate, and
+checks the name ``SENSORIUM_HEALTHCHECK_SERVER_NAME`` when set (else the target's).
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ def _channel(target: str) -> grpc.Channel:
         return grpc.insecure_channel(target)
     with open(trust, "rb") as handle:
         credentials = grpc.ssl_channel_credentials(handle.read())
-    return grpc.secure_channel(target, credentials)
+    # Probes dial localhost; the certificate may name the Service instead.
+    name = os.environ.get("SENSORIUM_HEALTHCHECK_SERVER_NAME")
+    options = [("grpc.ssl_target_name_override", name)] if name else []
+    return grpc.secure_channel(target, credentials, options=options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,7 +3,8 @@
     python deploy/k8s/check_rendered.py build/k8s/cpu.yaml build/k8s/gpu.yaml
 
 Exits 1 naming every broken rule: the grace period covers preStop, drain delay and
-drain grace; the probes are native gRPC probes on the gRPC port; the pod runs
+drain grace; the probes are native gRPC probes on the gRPC port (exec probes running
+sensorium-healthcheck under TLS); a shipped adapter rule is used by the HPA; the pod runs
 non-root with a read-only root file system; selectors match; the gpu overlay asks
 for a GPU and tolerates GPU taints.
 """
@@ -20,12 +21,12 @@ import yaml
 def _problems(path: Path) -> list[str]:
     docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(path.read_text())}
     deployment = docs[("Deployment", "sensorium-serve")]
-    configs = [n for k, n in docs if k == "ConfigMap" and n.startswith("sensorium-serve")]
-    config = docs[("ConfigMap", configs[0])]["data"]
     pod = deployment["spec"]["template"]["spec"]
     server = next(c for c in pod["containers"] if c["name"] == "server")
+    config_name = server["envFrom"][0]["configMapRef"]["name"]
+    config = docs[("ConfigMap", config_name)]["data"]
     problems = []
-    if configs != [f for f in configs if f != "sensorium-serve"]:
+    if config_name == "sensorium-serve":
         problems.append(
             "the ConfigMap is not generated (no content hash): edits would not roll pods"
         )
@@ -51,8 +52,16 @@ def _problems(path: Path) -> list[str]:
             f"<= preStop + drain delay + drain grace ({needed:g})"
         )
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        if server.get(probe, {}).get("grpc", {}).get("port") != 8001:
+        if "SENSORIUM_TLS_CERT" in config:  # native gRPC probes speak plaintext only
+            if server.get(probe, {}).get("exec", {}).get("command") != ["sensorium-healthcheck"]:
+                problems.append(f"{probe}: under TLS it must run sensorium-healthcheck")
+        elif server.get(probe, {}).get("grpc", {}).get("port") != 8001:
             problems.append(f"{probe} is not a gRPC probe on port 8001")
+    if ("ConfigMap", "sensorium-serve-adapter-rules") in docs:
+        metrics = docs[("HorizontalPodAutoscaler", "sensorium-serve")]["spec"]["metrics"]
+        names = [m.get("pods", {}).get("metric", {}).get("name") for m in metrics]
+        if "sensorium_active_sessions" not in names:
+            problems.append("adapter rules shipped but the HPA does not scale on streams")
     container_security: dict[str, Any] = server["securityContext"]
     if not pod["securityContext"].get("runAsNonRoot"):
         problems.append("pod does not set runAsNonRoot")

@@ -76,6 +76,16 @@ def test_healthcheck_speaks_tls_like_the_server(
         )
         assert ok.returncode == 0, ok.stderr
         assert "SERVING" in ok.stdout
+        named = {**env, "SENSORIUM_HEALTHCHECK_SERVER_NAME": "other.example"}
+        wrong = subprocess.run(
+            [str(exe), running.target], capture_output=True, text=True, env=named, timeout=30
+        )
+        assert wrong.returncode == 1  # the certificate does not name other.example
+        named["SENSORIUM_HEALTHCHECK_SERVER_NAME"] = "localhost"
+        right = subprocess.run(
+            [str(exe), running.target], capture_output=True, text=True, env=named, timeout=30
+        )
+        assert right.returncode == 0, right.stderr
         plain = {k: v for k, v in env.items() if k != "SENSORIUM_TLS_CERT"}
         refused = subprocess.run(
             [str(exe), running.target], capture_output=True, text=True, env=plain, timeout=30
