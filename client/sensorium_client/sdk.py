@@ -148,9 +148,7 @@ class Client:
         for note in notes[1:]:  # the first only names the layout
             logger.info("%s", note)
         arrays = check_arrays(frames, rows, centre, info.frame_shape)
-        request = messages.predict_request(
-            info.name, info.version, info.mouse(mouse).mouse, arrays, dtype
-        )
+        request = messages.predict_request(info.name, info.version, chosen.mouse, arrays, dtype)
         reply = self._call(self._stub.Predict, request, timeout, metadata)
         return messages.responses_of(reply)
 

@@ -31,6 +31,7 @@ from sensorium_server.sessions import (
     digest,
 )
 from sensorium_server.settings import Settings
+from sensorium_server.stepping import Stepper
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ class DataPlane:
         )
         chunk = self.settings.clip_chunk_frames
         if chunk and video.shape[0] > chunk and runtime.chunks is not None:
-            responses, timing = await self._chunked(loaded, runtime, feeds, chunk)
+            responses, timing = await self._chunked(loaded, runtime.chunks, feeds, chunk)
             return Prediction(loaded, runtime, responses, timing)
         outputs, timing = await self.scheduler.run(
             lambda: runtime.clip.run(None, feeds), (loaded.name, "clip")
@@ -145,13 +146,10 @@ class DataPlane:
     async def _chunked(
         self,
         loaded: LoadedModel,
-        runtime: MouseRuntime,
+        chunks: Stepper,
         feeds: dict[str, np.ndarray],
         chunk: int,
     ) -> tuple[np.ndarray, Timing]:
-        chunks = runtime.chunks
-        if chunks is None:
-            raise RuntimeError(f"{runtime.mouse}: no step graph to run a clip in chunks")
         state = chunks.initial_state()
         parts, queue_s, compute_s = [], 0.0, 0.0
         for start in range(0, feeds["video"].shape[1], chunk):

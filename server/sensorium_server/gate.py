@@ -34,7 +34,6 @@ import grpc
 
 from sensorium_server.errors import short
 
-logger = logging.getLogger(__name__)
 CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="-")
 OPEN_METHODS = (
     "/grpc.health.v1.Health/",

@@ -151,7 +151,7 @@ def _open(
 def check_stream_parity(mouse: MouseRuntime, frame_shape: tuple[int, int]) -> float:
     """Step a random clip frame by frame; relative max error against the whole clip."""
     rng = np.random.default_rng(0)
-    frames = PARITY_FRAMES + getattr(mouse.stepper, "latency", 0)
+    frames = PARITY_FRAMES + mouse.stepper.latency
     video = rng.uniform(0, 255, (1, frames, *frame_shape)).astype(np.float32)
     behavior = rng.uniform(0, 10, (1, frames, 2)).astype(np.float32)
     pupil = rng.uniform(-5, 5, (1, frames, 2)).astype(np.float32)

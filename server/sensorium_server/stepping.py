@@ -37,6 +37,8 @@ def device_of(session: ort.InferenceSession) -> str:
 class Stepper:
     """One step graph (a session) with bound state; thread-safe, one binding per call."""
 
+    latency = 0  # frames a reply runs behind its input (see WindowStepper)
+
     def __init__(self, session: ort.InferenceSession, specs: Sequence[StateSpec]) -> None:
         """Run ``session``, whose state tensors ``specs`` lists in graph order."""
         self.session = session

@@ -156,7 +156,7 @@ def _compare(args: argparse.Namespace, sessions: list[Session]) -> int:
         for info in models:
             for session in sessions:
                 info.mouse(session.name)  # NOT_FOUND now, not after an hour
-        total = 2 * sum(sum(1 for t in s.trials(j.tier)) for s in sessions for j in chosen)
+        total = 2 * count_trials(sessions, chosen)
         with tqdm(total=total, unit="trial", desc="compare", disable=args.no_progress) as bar:
             collected = collect(client, (models[0], models[1]), sessions, chosen, args.workers, bar)
     groups = {g: summarise(per_mouse, args.bootstrap) for g, per_mouse in collected.items()}
