@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from sensorium_api import wire
 from sensorium_api.v1 import predictor_pb2 as pb
 
 _TO_NUMPY: dict[pb.DataType, np.dtype] = {
@@ -21,6 +22,8 @@ _TO_WIRE: dict[np.dtype, pb.DataType] = {
     np.dtype(d).newbyteorder("="): code for code, d in _TO_NUMPY.items()
 }
 
+
+_DATA_FIELD = pb.Tensor.DESCRIPTOR.fields_by_name["data"].number
 
 MAX_DIMS = 8  # every tensor of the API has at most 5 axes
 
@@ -52,6 +55,20 @@ def to_tensor(array: np.ndarray) -> pb.Tensor:
     code = wire_dtype(array.dtype)
     data = np.ascontiguousarray(array, dtype=_TO_NUMPY[code])
     return pb.Tensor(dtype=code, shape=data.shape, data=data.tobytes())
+
+
+def tensor_field(number: int, array: np.ndarray) -> list[wire.Piece]:
+    """Field ``number`` holding ``array`` as a ``Tensor``, as pieces for :func:`wire.join`.
+
+    Appended to a serialized message that leaves that field unset, it reads as the
+    message with the field set to ``to_tensor(array)``; the array is not copied here.
+    """
+    code = wire_dtype(array.dtype)
+    data = np.ascontiguousarray(array, dtype=_TO_NUMPY[code])
+    header = pb.Tensor(dtype=code, shape=data.shape).SerializeToString()
+    if data.nbytes:  # proto3 leaves empty bytes out
+        header += wire.delimited(_DATA_FIELD, data.nbytes)
+    return [wire.delimited(number, len(header) + data.nbytes) + header, data]
 
 
 def check_shape(shape: tuple[int, ...], field: str) -> None:

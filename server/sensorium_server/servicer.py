@@ -11,6 +11,8 @@ import grpc
 import numpy as np
 from google.protobuf.message import Message
 
+from sensorium_api import wire
+from sensorium_api.tensors import tensor_field
 from sensorium_api.v1 import predictor_pb2 as pb
 from sensorium_api.v1 import predictor_pb2_grpc as pb_grpc
 from sensorium_server import convert
@@ -213,15 +215,23 @@ class PredictorServicer(pb_grpc.PredictorServicer):
         )
 
 
+_RESPONSES_FIELD = pb.PredictResponse.DESCRIPTOR.fields_by_name["responses"].number
+
+
 def _predict_reply(result: Prediction, dtype: np.dtype) -> bytes:
-    """A serialized ``PredictResponse`` (registered with a pass-through serializer)."""
-    return pb.PredictResponse(
+    """A serialized ``PredictResponse`` (registered with a pass-through serializer).
+
+    The responses are copied once, without the GIL (:func:`sensorium_api.wire.join`):
+    a long clip's reply does not stall the streams served meanwhile.
+    """
+    head = pb.PredictResponse(
         model=result.model.name,
         version=result.model.version.version,
         mouse=result.mouse.mouse,
-        responses=convert.responses_tensor(result.responses, dtype),
         timing=convert.timing_message(result.timing),
     ).SerializeToString()
+    responses = result.responses.astype(dtype, copy=False)
+    return wire.join([head, *tensor_field(_RESPONSES_FIELD, responses)])
 
 
 def _serialize(message: bytes | Message) -> bytes:
