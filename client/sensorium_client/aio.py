@@ -39,6 +39,7 @@ class AsyncClient:
         self._channel = self.connection.aio_channel()
         self._stub = pb_grpc.PredictorStub(self._channel)
         self._models: dict[tuple[str, int], ModelInfo] = {}
+        self._chunks = True  # long clips by PredictChunks, until a server lacks it
 
     async def __aenter__(self) -> AsyncClient:
         """Use as an async context manager; the channel closes on exit."""
@@ -111,11 +112,41 @@ class AsyncClient:
         """Responses (T, N) to one trial (see :meth:`Client.predict`)."""
         info = await self.model(model, version, timeout, metadata)
         arrays = check_arrays(video, behavior, pupil_center, info.frame_shape)
-        request = messages.predict_request(
-            info.name, info.version, info.mouse(mouse).mouse, arrays, dtype
-        )
+        chosen = info.mouse(mouse)
+        request = messages.predict_request(info.name, info.version, chosen.mouse, arrays, dtype)
+        if self._chunks and messages.chunked(len(arrays[0]), chosen.neuron_count, dtype):
+            responses = await self._predict_chunks(request, timeout, metadata)
+            if responses is not None:
+                return responses
         reply = await self._call(self._stub.Predict, request, timeout, metadata)
         return messages.responses_of(reply)
+
+    async def _predict_chunks(
+        self, request: pb.PredictRequest, timeout: float | None, metadata: Sequence[tuple[str, str]]
+    ) -> np.ndarray | None:
+        """Responses of a long clip by ``PredictChunks`` (see ``Client._predict_chunks``)."""
+        attempt = 0
+        while True:
+            parts = messages.Parts()
+            try:
+                call = self._stub.PredictChunks(
+                    request,
+                    timeout=self.connection.timeout if timeout is None else timeout,
+                    metadata=self.connection.call_metadata(metadata),
+                )
+                async for reply in call:
+                    parts.add(reply)
+                return parts.result()
+            except grpc.RpcError as err:
+                if err.code() == grpc.StatusCode.UNIMPLEMENTED:  # a server before PredictChunks
+                    self._chunks = False
+                    return None
+                if not recoverable(err) or attempt >= self.connection.retries:
+                    raise from_rpc_error(err) from None
+            except ValueError as err:
+                raise ServerError(str(err)) from None
+            await asyncio.sleep(backoff(attempt + 3))
+            attempt += 1
 
     async def stream(
         self,

@@ -179,6 +179,45 @@ def responses_of(message: pb.PredictResponse | pb.StreamResponses) -> np.ndarray
     return from_tensor(message.responses, "responses")
 
 
+# Clips whose responses are larger than this are asked for with PredictChunks.
+CHUNKED_BYTES = 4 * 2**20
+
+
+def chunked(frames: int, neurons: int, dtype: str | np.dtype) -> bool:
+    """Whether a clip's responses are large enough to ask for them in parts."""
+    return frames * neurons * np.dtype(dtype).itemsize > CHUNKED_BYTES
+
+
+class Parts:
+    """The replies of one ``PredictChunks`` call, put together into (T, N)."""
+
+    def __init__(self) -> None:
+        """No part yet."""
+        self.responses: np.ndarray | None = None
+        self.received = 0
+
+    def add(self, reply: pb.PredictResponse) -> None:
+        """Place one part's frames; raises ``ValueError`` on a part that does not fit."""
+        part = responses_of(reply)
+        first, total = int(reply.first_frame), int(reply.total_frames)
+        if self.responses is None:
+            self.responses = np.empty((total, part.shape[1]), part.dtype)
+        if first != self.received or first + part.shape[0] > self.responses.shape[0]:
+            raise ValueError(
+                f"PredictChunks: a part of frames {first}..{first + part.shape[0]} after "
+                f"{self.received} of {self.responses.shape[0]} frames"
+            )
+        self.responses[first : first + part.shape[0]] = part
+        self.received += part.shape[0]
+
+    def result(self) -> np.ndarray:
+        """All frames; raises ``ValueError`` when the call ended before the last part."""
+        if self.responses is None or self.received != self.responses.shape[0]:
+            total = "?" if self.responses is None else self.responses.shape[0]
+            raise ValueError(f"PredictChunks ended after {self.received} of {total} frames")
+        return self.responses
+
+
 @dataclass(frozen=True)
 class StreamInfo:
     """What the server said when it opened a stream."""

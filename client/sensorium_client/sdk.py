@@ -50,6 +50,7 @@ class Client:
         self._channel = self.connection.channel()
         self._stub = pb_grpc.PredictorStub(self._channel)
         self._models: dict[tuple[str, int], ModelInfo] = {}
+        self._chunks = True  # long clips by PredictChunks, until a server lacks it
 
     def __enter__(self) -> Client:
         """Use as a context manager; the channel closes on exit."""
@@ -149,8 +150,42 @@ class Client:
             logger.info("%s", note)
         arrays = check_arrays(frames, rows, centre, info.frame_shape)
         request = messages.predict_request(info.name, info.version, chosen.mouse, arrays, dtype)
+        if self._chunks and messages.chunked(len(arrays[0]), chosen.neuron_count, dtype):
+            responses = self._predict_chunks(request, timeout, metadata)
+            if responses is not None:
+                return responses
         reply = self._call(self._stub.Predict, request, timeout, metadata)
         return messages.responses_of(reply)
+
+    def _predict_chunks(
+        self, request: pb.PredictRequest, timeout: float | None, metadata: Sequence[tuple[str, str]]
+    ) -> np.ndarray | None:
+        """Responses of a long clip by ``PredictChunks`` (None: the server has no such call).
+
+        A call that fails on UNAVAILABLE (a draining replica) is made again, from the
+        first frame, like any unary call.
+        """
+        attempt = 0
+        while True:
+            parts = messages.Parts()
+            try:
+                for reply in self._stub.PredictChunks(
+                    request,
+                    timeout=self.connection.timeout if timeout is None else timeout,
+                    metadata=self.connection.call_metadata(metadata),
+                ):
+                    parts.add(reply)
+                return parts.result()
+            except grpc.RpcError as err:
+                if err.code() == grpc.StatusCode.UNIMPLEMENTED:  # a server before PredictChunks
+                    self._chunks = False
+                    return None
+                if not recoverable(err) or attempt >= self.connection.retries:
+                    raise from_rpc_error(err) from None
+            except ValueError as err:
+                raise ServerError(str(err)) from None
+            time.sleep(backoff(attempt + 3))
+            attempt += 1
 
     def stream(
         self,

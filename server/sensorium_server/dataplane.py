@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +32,6 @@ from sensorium_server.sessions import (
     digest,
 )
 from sensorium_server.settings import Settings
-from sensorium_server.stepping import Stepper
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,29 @@ class Prediction:
     first_frame: int = 0  # index in the trial of the first frame answered
     replayed: bool = False
     next_frame: int = 0  # a stream step: the next frame the session expects
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A whole clip, checked: the model and mouse it asks for and the graph's feeds."""
+
+    model: LoadedModel
+    mouse: MouseRuntime
+    feeds: dict[str, np.ndarray]  # (1, T, ...) each
+
+    @property
+    def frames(self) -> int:
+        """T."""
+        return int(self.feeds["video"].shape[1])
+
+
+@dataclass(frozen=True)
+class Part:
+    """Responses to consecutive frames of a clip, from ``first_frame`` on."""
+
+    first_frame: int
+    responses: np.ndarray  # (frames, N)
+    timing: Timing
 
 
 @dataclass(frozen=True)
@@ -104,6 +127,61 @@ class DataPlane:
         loaded = self.store.get(model, version)
         return loaded, self.store.mouse(loaded, mouse)
 
+    async def clip(
+        self,
+        model: str,
+        version: int,
+        mouse: str,
+        video: np.ndarray,
+        behavior: np.ndarray,
+        pupil_center: np.ndarray,
+    ) -> Clip:
+        """A checked clip, ready for :meth:`parts` (raises on a bad request)."""
+        loaded, runtime = self.resolve(model, version, mouse)
+        feeds = await asyncio.to_thread(  # a clip's checks take milliseconds: off the loop
+            check_inputs,
+            video,
+            behavior,
+            pupil_center,
+            loaded.frame_shape,
+            self.settings.max_clip_frames,
+        )
+        return Clip(loaded, runtime, feeds)
+
+    def part_frames(self, clip: Clip) -> int:
+        """Frames in the largest part of :meth:`parts`: a chunk, or the whole clip."""
+        chunk = self.settings.clip_chunk_frames
+        if chunk and clip.frames > chunk and clip.mouse.chunks is not None:
+            return chunk
+        return clip.frames
+
+    async def parts(self, clip: Clip) -> AsyncIterator[Part]:
+        """The responses to ``clip`` as they are computed, in order of frames.
+
+        A clip longer than ``clip_chunk_frames`` runs through the streaming graph in
+        chunks (exact: stepping equals the clip, checked at export and at load), one
+        part per chunk. Peak memory then follows the chunk, not the clip, and each
+        chunk queues on its own, so a long clip does not hold a worker for its whole
+        length while streams wait. A shorter clip is one part, from the clip graph.
+        """
+        loaded, runtime, feeds = clip.model, clip.mouse, clip.feeds
+        if self.part_frames(clip) == clip.frames:
+            outputs, timing = await self.scheduler.run(
+                lambda: runtime.clip.run(None, feeds), (loaded.name, "clip")
+            )
+            yield Part(0, outputs[0][0], timing)
+            return
+        chunk, stepper = self.settings.clip_chunk_frames, runtime.chunks
+        assert stepper is not None
+        state = stepper.initial_state()
+        for start in range(0, clip.frames, chunk):
+            self._check_clip_deadline()
+            part = {name: array[:, start : start + chunk] for name, array in feeds.items()}
+            (responses, state), timing = await self.scheduler.run(
+                functools.partial(stepper.run, part, state), (loaded.name, "clip")
+            )
+            yield Part(start, responses[0], timing)
+
     async def predict(
         self,
         model: str,
@@ -114,54 +192,17 @@ class DataPlane:
         pupil_center: np.ndarray,
         response_itemsize: int = 4,
     ) -> Prediction:
-        """Responses to one trial: the clip graph, or chunks of the step graph.
-
-        A clip longer than ``clip_chunk_frames`` runs through the streaming graph in
-        chunks (exact: stepping equals the clip, checked at export and at load). Peak
-        memory then follows the chunk, not the clip (the readout holds frames x
-        channels x neurons), and each chunk queues on its own, so a long clip does not
-        hold a worker for its whole length while streams wait.
-        """
-        loaded, runtime = self.resolve(model, version, mouse)
-        feeds = await asyncio.to_thread(  # a clip's checks take milliseconds: off the loop
-            check_inputs,
-            video,
-            behavior,
-            pupil_center,
-            loaded.frame_shape,
-            self.settings.max_clip_frames,
-        )
+        """Responses to one trial in one array (the parts of :meth:`parts` joined)."""
+        clip = await self.clip(model, version, mouse, video, behavior, pupil_center)
         check_response_size(
-            video.shape[0], runtime.neuron_count, response_itemsize, self.message_limit
+            clip.frames, clip.mouse.neuron_count, response_itemsize, self.message_limit
         )
-        chunk = self.settings.clip_chunk_frames
-        if chunk and video.shape[0] > chunk and runtime.chunks is not None:
-            responses, timing = await self._chunked(loaded, runtime.chunks, feeds, chunk)
-            return Prediction(loaded, runtime, responses, timing)
-        outputs, timing = await self.scheduler.run(
-            lambda: runtime.clip.run(None, feeds), (loaded.name, "clip")
-        )
-        return Prediction(loaded, runtime, outputs[0][0], timing)
-
-    async def _chunked(
-        self,
-        loaded: LoadedModel,
-        chunks: Stepper,
-        feeds: dict[str, np.ndarray],
-        chunk: int,
-    ) -> tuple[np.ndarray, Timing]:
-        state = chunks.initial_state()
         parts, queue_s, compute_s = [], 0.0, 0.0
-        for start in range(0, feeds["video"].shape[1], chunk):
-            self._check_clip_deadline()
-            part = {name: array[:, start : start + chunk] for name, array in feeds.items()}
-            (responses, state), timing = await self.scheduler.run(
-                functools.partial(chunks.run, part, state), (loaded.name, "clip")
-            )
-            parts.append(responses[0])
-            queue_s, compute_s = queue_s + timing.queue_s, compute_s + timing.compute_s
-        responses = await asyncio.to_thread(np.concatenate, parts)
-        return responses, Timing(queue_s, compute_s)
+        async for part in self.parts(clip):
+            parts.append(part.responses)
+            queue_s, compute_s = queue_s + part.timing.queue_s, compute_s + part.timing.compute_s
+        responses = parts[0] if len(parts) == 1 else await asyncio.to_thread(np.concatenate, parts)
+        return Prediction(clip.model, clip.mouse, responses, Timing(queue_s, compute_s))
 
     def _check_clip_deadline(self) -> None:
         """While draining, past the deadline: UNAVAILABLE, so the client retries elsewhere."""

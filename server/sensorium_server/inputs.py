@@ -96,6 +96,6 @@ def check_response_size(frames: int, neurons: int, itemsize: int, limit_bytes: i
     if size > limit_bytes - 1024:  # room for the envelope
         raise LimitExceededError(
             f"responses of {frames} frames x {neurons} neurons ({size / 2**20:.1f} MiB) exceed "
-            f"the {limit_bytes / 2**20:.0f} MiB message limit; send fewer frames per call or "
-            "ask for float16 responses"
+            f"the {limit_bytes / 2**20:.0f} MiB message limit; call PredictChunks (the SDK does "
+            "for long clips), send fewer frames per call, or ask for float16 responses"
         )

@@ -16,9 +16,11 @@ from sensorium_api.tensors import tensor_field
 from sensorium_api.v1 import predictor_pb2 as pb
 from sensorium_api.v1 import predictor_pb2_grpc as pb_grpc
 from sensorium_server import convert
-from sensorium_server.dataplane import DataPlane, Prediction
+from sensorium_server.dataplane import Clip, DataPlane, Part, Prediction
 from sensorium_server.errors import FailedPreconditionError
+from sensorium_server.inputs import check_response_size
 from sensorium_server.observe import UNREACHABLE, observe
+from sensorium_server.runtime import LoadedModel, MouseRuntime
 from sensorium_server.sessions import Attachment, StreamSession
 from sensorium_server.streams import DRAINING, StreamCall
 
@@ -70,6 +72,28 @@ class PredictorServicer(pb_grpc.PredictorServicer):
             # Megabytes of responses: encode off the event loop, where streams are served.
             return await asyncio.to_thread(_predict_reply, result, dtype)
         raise RuntimeError(UNREACHABLE)
+
+    async def PredictChunks(
+        self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        """Responses to a whole clip, one message per part as the parts are computed."""
+        async with observe(self._plane.metrics, context, "PredictChunks", request.model) as call:
+            dtype = convert.response_dtype(request.response_dtype)
+            video, behavior, pupil_center = convert.input_arrays(request)
+            clip = await self._plane.clip(
+                request.model, request.version, request.mouse, video, behavior, pupil_center
+            )
+            call.model = clip.model.name
+            check_response_size(
+                self._plane.part_frames(clip),
+                clip.mouse.neuron_count,
+                dtype.itemsize,
+                self._plane.message_limit,
+            )
+            frames = self._plane.metrics.frames.labels(clip.model.name, "PredictChunks")
+            async for part in self._plane.parts(clip):
+                frames.inc(part.responses.shape[0])
+                yield await asyncio.to_thread(_part_reply, clip, part, dtype)
 
     def _count_frames(self, result: Prediction, rpc: str) -> None:
         self._plane.metrics.frames.labels(result.model.name, rpc).inc(result.responses.shape[0])
@@ -219,18 +243,33 @@ _RESPONSES_FIELD = pb.PredictResponse.DESCRIPTOR.fields_by_name["responses"].num
 
 
 def _predict_reply(result: Prediction, dtype: np.dtype) -> bytes:
-    """A serialized ``PredictResponse`` (registered with a pass-through serializer).
+    """A serialized ``PredictResponse`` (registered with a pass-through serializer)."""
+    part = Part(0, result.responses, result.timing)
+    return _reply(result.model, result.mouse, part, result.responses.shape[0], dtype)
 
-    The responses are copied once, without the GIL (:func:`sensorium_api.wire.join`):
-    a long clip's reply does not stall the streams served meanwhile.
+
+def _part_reply(clip: Clip, part: Part, dtype: np.dtype) -> bytes:
+    """A serialized ``PredictResponse`` holding one part of a clip's responses."""
+    return _reply(clip.model, clip.mouse, part, clip.frames, dtype)
+
+
+def _reply(
+    model: LoadedModel, mouse: MouseRuntime, part: Part, total_frames: int, dtype: np.dtype
+) -> bytes:
+    """``PredictResponse`` bytes, the responses copied once and without the GIL.
+
+    (:func:`sensorium_api.wire.join`): a long clip's reply does not stall the streams
+    served meanwhile.
     """
     head = pb.PredictResponse(
-        model=result.model.name,
-        version=result.model.version.version,
-        mouse=result.mouse.mouse,
-        timing=convert.timing_message(result.timing),
+        model=model.name,
+        version=model.version.version,
+        mouse=mouse.mouse,
+        timing=convert.timing_message(part.timing),
+        first_frame=part.first_frame,
+        total_frames=total_frames,
     ).SerializeToString()
-    responses = result.responses.astype(dtype, copy=False)
+    responses = part.responses.astype(dtype, copy=False)
     return wire.join([head, *tensor_field(_RESPONSES_FIELD, responses)])
 
 
@@ -249,6 +288,9 @@ def add_to_server(servicer: PredictorServicer, server: grpc.aio.Server) -> None:
         ),
         "Predict": grpc.unary_unary_rpc_method_handler(
             servicer.Predict, pb.PredictRequest.FromString, _serialize
+        ),
+        "PredictChunks": grpc.unary_stream_rpc_method_handler(
+            servicer.PredictChunks, pb.PredictRequest.FromString, _serialize
         ),
         "StreamPredict": grpc.stream_stream_rpc_method_handler(
             servicer.StreamPredict, pb.StreamPredictRequest.FromString, _serialize

@@ -184,18 +184,22 @@ class PredictRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., mouse: _Optional[str] = ..., video: _Optional[_Union[Tensor, _Mapping]] = ..., behavior: _Optional[_Union[Tensor, _Mapping]] = ..., pupil_center: _Optional[_Union[Tensor, _Mapping]] = ..., response_dtype: _Optional[_Union[DataType, str]] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
-    __slots__ = ("model", "version", "mouse", "responses", "timing")
+    __slots__ = ("model", "version", "mouse", "responses", "timing", "first_frame", "total_frames")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MOUSE_FIELD_NUMBER: _ClassVar[int]
     RESPONSES_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FRAME_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FRAMES_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     mouse: str
     responses: Tensor
     timing: Timing
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., mouse: _Optional[str] = ..., responses: _Optional[_Union[Tensor, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+    first_frame: int
+    total_frames: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., mouse: _Optional[str] = ..., responses: _Optional[_Union[Tensor, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., first_frame: _Optional[int] = ..., total_frames: _Optional[int] = ...) -> None: ...
 
 class StreamPredictRequest(_message.Message):
     __slots__ = ("open", "frames", "reset", "snapshot")

@@ -52,6 +52,11 @@ class PredictorStub:
                 request_serializer=sensorium_dot_v1_dot_predictor__pb2.PredictRequest.SerializeToString,
                 response_deserializer=sensorium_dot_v1_dot_predictor__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.PredictChunks = channel.unary_stream(
+                '/sensorium.v1.Predictor/PredictChunks',
+                request_serializer=sensorium_dot_v1_dot_predictor__pb2.PredictRequest.SerializeToString,
+                response_deserializer=sensorium_dot_v1_dot_predictor__pb2.PredictResponse.FromString,
+                _registered_method=True)
         self.StreamPredict = channel.stream_stream(
                 '/sensorium.v1.Predictor/StreamPredict',
                 request_serializer=sensorium_dot_v1_dot_predictor__pb2.StreamPredictRequest.SerializeToString,
@@ -85,6 +90,17 @@ class PredictorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PredictChunks(self, request, context):
+        """Predicts the responses to one whole clip, sent in parts as they are computed:
+        each response holds consecutive frames (`first_frame`, `total_frames`), in
+        order, and together they equal Predict's. No message is larger than a part
+        (the server's clip chunk), so clips of any length fit the message limits, the
+        client sees progress, and the server never holds the whole clip's responses.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamPredict(self, request_iterator, context):
         """Streams frames in and responses out. The first request must carry `open`;
         every later request gets exactly one response; a half-close ends the session.
@@ -111,6 +127,11 @@ def add_PredictorServicer_to_server(servicer, server):
             ),
             'Predict': grpc.unary_unary_rpc_method_handler(
                     servicer.Predict,
+                    request_deserializer=sensorium_dot_v1_dot_predictor__pb2.PredictRequest.FromString,
+                    response_serializer=sensorium_dot_v1_dot_predictor__pb2.PredictResponse.SerializeToString,
+            ),
+            'PredictChunks': grpc.unary_stream_rpc_method_handler(
+                    servicer.PredictChunks,
                     request_deserializer=sensorium_dot_v1_dot_predictor__pb2.PredictRequest.FromString,
                     response_serializer=sensorium_dot_v1_dot_predictor__pb2.PredictResponse.SerializeToString,
             ),
@@ -201,6 +222,33 @@ class Predictor:
             request,
             target,
             '/sensorium.v1.Predictor/Predict',
+            sensorium_dot_v1_dot_predictor__pb2.PredictRequest.SerializeToString,
+            sensorium_dot_v1_dot_predictor__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PredictChunks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sensorium.v1.Predictor/PredictChunks',
             sensorium_dot_v1_dot_predictor__pb2.PredictRequest.SerializeToString,
             sensorium_dot_v1_dot_predictor__pb2.PredictResponse.FromString,
             options,
