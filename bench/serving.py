@@ -5,11 +5,12 @@
 
 Starts ``sensorium-server`` as its own process on the embedded default model plus an
 untrained twin of the same architecture (8,000 neurons) whose weights PyTorch also
-holds, so that unary Predict is compared with PyTorch eager on the same weights.
+holds, so that the SDK's predict (PredictChunks for a 300-frame clip) is compared with
+PyTorch eager on the same weights.
 
 Targets: single stream, one frame per message, end-to-end p50 <= 4 ms, p99 <= 8 ms,
 p50 overhead over the in-process ONNX Runtime step <= 1 ms; 8 streams at 30 Hz:
-p99 <= 33 ms, no errors, no dropped frames; unary Predict of a 300-frame clip >= 1.5x
+p99 <= 33 ms, no errors, no dropped frames; the SDK's predict of a 300-frame clip >= 1.5x
 faster than PyTorch eager in-process; server RSS with 8 streams <= 1 GB. Issue 15:
 served single stream p50 <= 1.3x the in-process step; >= 24 streams at 30 Hz with
 p99 <= 33 ms; a 300-frame Predict as one whole-clip graph (no chunking) peaks at
@@ -91,7 +92,7 @@ def whole_clip_memory(repo: Path) -> tuple[float, float]:
 
 
 def predict_vs_eager(target: str, model: torch.nn.Module) -> tuple[float, float]:
-    """Median ms of unary Predict (300 frames) and of PyTorch eager, interleaved."""
+    """Median ms of the SDK's predict (300 frames) and of PyTorch eager, interleaved."""
     video, behavior, pupil = trial(300)
     torch.set_num_threads(2)
     tensors = [torch.from_numpy(a.astype(np.float32))[None] for a in (video, behavior, pupil)]
@@ -183,7 +184,7 @@ def run_all(
     ]
     served, eager = predict_vs_eager(target, twin)
     rows += [
-        ("unary Predict, 300-frame clip, 8,000 neurons (ms)", served, "", None),
+        ("SDK predict, 300-frame clip, 8,000 neurons (ms)", served, "", None),
         ("PyTorch eager in-process, same weights, 2 threads (ms)", eager, "", None),
         ("  ratio eager / Predict", eager / served, ">= 1.5", eager / served >= 1.5),
     ]

@@ -26,7 +26,11 @@ def test_predictor_service_methods() -> None:
     service = pb.DESCRIPTOR.services_by_name["Predictor"]
     assert service.full_name == "sensorium.v1.Predictor"
     methods = {m.name: m for m in service.methods}
-    assert set(methods) == {"ListModels", "GetModel", "Predict", "StreamPredict"}
+    assert set(methods) == {"ListModels", "GetModel", "Predict", "PredictChunks", "StreamPredict"}
+    chunks = methods["PredictChunks"]
+    assert not chunks.client_streaming
+    assert chunks.server_streaming
+    assert chunks.output_type.name == "PredictResponse"
     stream = methods["StreamPredict"]
     assert stream.client_streaming
     assert stream.server_streaming
