@@ -1,10 +1,14 @@
 # syntax=docker/dockerfile:1
 # sensorium-serve: the gRPC inference server with the embedded default model.
-#   docker build -t sensorium-serve .                          # CPU
-#   docker build -t sensorium-serve:gpu --build-arg VARIANT=gpu .
-ARG VARIANT=cpu
+#   docker build -t sensorium-serve .                                    # CPU
+#   docker build -t sensorium-serve:gpu --build-arg VARIANT=gpu \
+#       --build-arg RUNTIME_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 .
+#   make image                 # podman/buildah, from a local Debian base (no registry)
+# Every stage is named by a literal (buildah cannot resolve a stage named through an
+# argument); the runtime's base is an argument instead, and the install script adds
+# Python where that base has none (the CUDA image).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+ARG RUNTIME_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
@@ -18,19 +22,11 @@ COPY export/ export/
 # The embedded default model goes into the wheel (sensorium_models links models/).
 COPY models/ models/
 COPY embedded/ embedded/
-RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
-
-FROM ${PYTHON_IMAGE} AS runtime-cpu
-
-FROM ${CUDA_IMAGE} AS runtime-gpu
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv \
-    && rm -rf /var/lib/apt/lists/*
+RUN python3 -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # hadolint ignore=DL3006
-FROM runtime-${VARIANT} AS runtime
-ARG VARIANT
+FROM ${RUNTIME_IMAGE} AS runtime
+ARG VARIANT=cpu
 ARG VERSION=0.1.0
 ARG SOURCE=https://example.invalid/sensorium-serve
 LABEL org.opencontainers.image.title="sensorium-serve" \
@@ -42,9 +38,11 @@ LABEL org.opencontainers.image.title="sensorium-serve" \
 COPY deploy/docker/install.sh /usr/local/bin/sensorium-install
 COPY constraints/ci.txt /tmp/constraints.txt
 COPY --from=build /wheels/ /wheels/
+# The user is written into /etc/passwd directly: minimal bases have no useradd.
 RUN sensorium-install "${VARIANT}" /wheels/sensorium_serve-*.whl /opt/venv /tmp/constraints.txt \
     && rm -rf /wheels /tmp/constraints.txt \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin sensorium
+    && echo "sensorium:x:10001:10001:sensorium-serve:/nonexistent:/usr/sbin/nologin" >> /etc/passwd \
+    && echo "sensorium:x:10001:" >> /etc/group
 COPY --chown=root:root models/ /models/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

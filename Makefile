@@ -6,7 +6,7 @@ CONSTRAINTS := constraints/ci.txt
 BUF_VERSION := 1.75.0
 DEMO_DIR := build/demo
 
-.PHONY: help venv run deploy-check image-check synth-small bench-serving bench-scoring bench-soak bench-mixed bench-window fuzz synth-default default-model bench-streaming test lint format protos protos-check buf-lint client-only ci clean
+.PHONY: help venv run deploy-check image-check image image-smoke synth-small bench-serving bench-scoring bench-soak bench-mixed bench-window fuzz synth-default default-model bench-streaming test lint format protos protos-check buf-lint client-only ci clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -103,6 +103,12 @@ deploy-check: venv  ## hadolint, yamllint, render and validate the Kubernetes ov
 
 image-check: venv  ## the Dockerfile's install script in a fresh venv, then health, predict, drain
 	PYTHON=$(BIN)/python deploy/docker/check.sh
+
+image: venv  ## build the image with podman/buildah from a local Debian base (no registry)
+	PYTHON=$(BIN)/python deploy/docker/image.sh build
+
+image-smoke: venv  ## run the built image's filesystem in a chroot: entrypoint, HEALTHCHECK, client predict, drain
+	PYTHON=$(BIN)/python deploy/docker/image.sh smoke
 
 ci: lint protos-check buf-lint test client-only deploy-check image-check  ## everything CI runs
 

@@ -12,6 +12,12 @@ case "$variant" in
     gpu) extra=gpu ;;
     *) echo "install.sh: variant must be cpu or gpu, not '$variant'" >&2; exit 2 ;;
 esac
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+    # A base without Python (the CUDA runtime image): Python from its distribution.
+    apt-get update
+    apt-get install -y --no-install-recommends python3 python3-venv
+    rm -rf /var/lib/apt/lists/*
+fi
 python3 -m venv "$prefix"
 "$prefix/bin/python" -m pip install --no-cache-dir --quiet --upgrade pip
 if [ -n "$constraints" ]; then
