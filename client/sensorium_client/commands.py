@@ -55,6 +55,11 @@ def models(args: argparse.Namespace) -> int:
                 "architecture": m.architecture,
                 "frame_shape": list(m.frame_shape),
                 "mice": {x.mouse: x.neuron_count for x in m.mice},
+                **(
+                    {"neuron_ids": {x.mouse: list(x.neuron_ids) for x in m.mice}}
+                    if args.neuron_ids
+                    else {}
+                ),
                 "manifest_sha256": m.manifest_sha256,
                 "streaming": {
                     "mode": m.streaming_mode,
@@ -67,9 +72,16 @@ def models(args: argparse.Namespace) -> int:
     }
     lines = [
         f"{m.name} v{m.version} ({m.architecture}, frames {m.frame_shape[0]}x{m.frame_shape[1]}, "
-        f"{_streams(m)})" + "".join(f"\n  {x.mouse}: {x.neuron_count} neurons" for x in m.mice)
+        f"{_streams(m)})"
+        + "".join(
+            f"\n  {x.mouse}: {x.neuron_count} neurons"
+            + (f"\n    ids: {' '.join(map(str, x.neuron_ids))}" if args.neuron_ids else "")
+            for x in m.mice
+        )
         for m in served
     ]
+    if not args.neuron_ids and not args.json:
+        lines.append("(neuron ids: client models --neuron-ids)")
     _emit(args, data, lines)
     return 0
 
@@ -218,6 +230,11 @@ def health(args: argparse.Namespace) -> int:
 def add_server_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """Register the subcommands that talk to a server."""
     p = sub.add_parser("models", parents=[common], help="list the served models and mice")
+    p.add_argument(
+        "--neuron-ids",
+        action="store_true",
+        help="also list every mouse's neuron ids (8,000 per mouse: long)",
+    )
     p.set_defaults(run=models)
     for name, run, text in (
         ("predict", predict, "predict neuron responses to one clip"),

@@ -28,6 +28,17 @@ def test_models_lists_what_the_server_serves(server: ServerThread) -> None:
     assert result.returncode == 0, result.stderr
     names = {(m["name"], m["version"]) for m in json.loads(result.stdout)["models"]}
     assert names == {("sensorium", 1), ("tiny", 1)}
+    summary = run("client", "models", "--server", server.target)
+    assert len(summary.stdout) < 1000  # a summary, not 8,000 neuron ids
+    assert "8000 neurons" in summary.stdout
+    assert "--neuron-ids" in summary.stdout
+    with Client(server.target) as client:
+        ids = client.model("sensorium").mice[0].neuron_ids
+    listed = run("client", "models", "--server", server.target, "--neuron-ids", "--json")
+    [sensorium] = [m for m in json.loads(listed.stdout)["models"] if m["name"] == "sensorium"]
+    assert list(sensorium["neuron_ids"].values()) == [list(ids)]
+    text = run("client", "models", "--server", server.target, "--neuron-ids").stdout
+    assert f"ids: {' '.join(map(str, ids[:5]))}" in text
 
 
 def test_predict_sensorium_layout_and_saves(server: ServerThread, tmp_path: Path) -> None:
