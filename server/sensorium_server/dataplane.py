@@ -32,6 +32,7 @@ from sensorium_server.sessions import (
     digest,
 )
 from sensorium_server.settings import Settings
+from sensorium_server.statistics import Statistics
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,11 @@ class Clip:
     def frames(self) -> int:
         """T."""
         return int(self.feeds["video"].shape[1])
+
+    @property
+    def version(self) -> int:
+        """The model version that runs it."""
+        return self.model.version.version
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,7 @@ class DataPlane:
             self._count_sessions,
             metrics.stream_events.labels("expired").inc,
         )
+        self.statistics = Statistics()
         self.draining = False
         # While draining: the monotonic time by which clip work must be done (None: no limit).
         self.clip_deadline: float | None = None
@@ -138,14 +145,20 @@ class DataPlane:
     ) -> Clip:
         """A checked clip, ready for :meth:`parts` (raises on a bad request)."""
         loaded, runtime = self.resolve(model, version, mouse)
-        feeds = await asyncio.to_thread(  # a clip's checks take milliseconds: off the loop
-            check_inputs,
-            video,
-            behavior,
-            pupil_center,
-            loaded.frame_shape,
-            self.settings.max_clip_frames,
-        )
+        started = time.perf_counter()
+        try:
+            feeds = await asyncio.to_thread(  # a clip's checks take milliseconds: off the loop
+                check_inputs,
+                video,
+                behavior,
+                pupil_center,
+                loaded.frame_shape,
+                self.settings.max_clip_frames,
+            )
+        except Exception:  # a request for this model version that failed
+            seconds = time.perf_counter() - started
+            self.statistics.finished(loaded.name, loaded.version.version, seconds, ok=False)
+            raise
         return Clip(loaded, runtime, feeds)
 
     def part_frames(self, clip: Clip) -> int:
@@ -164,6 +177,17 @@ class DataPlane:
         chunk queues on its own, so a long clip does not hold a worker for its whole
         length while streams wait. A shorter clip is one part, from the clip graph.
         """
+        started, ok = time.perf_counter(), False
+        try:
+            async for part in self._parts(clip):
+                self.statistics.executed(clip.model.name, clip.version, part.timing)
+                yield part
+            ok = True
+        finally:
+            seconds = time.perf_counter() - started
+            self.statistics.finished(clip.model.name, clip.version, seconds, ok)
+
+    async def _parts(self, clip: Clip) -> AsyncIterator[Part]:
         loaded, runtime, feeds = clip.model, clip.mouse, clip.feeds
         if self.part_frames(clip) == clip.frames:
             outputs, timing = await self.scheduler.run(
@@ -300,6 +324,24 @@ class DataPlane:
         that lost replies in a broken connection) get their kept reply back; the state
         does not step twice.
         """
+        started, ok = time.perf_counter(), False
+        try:
+            result = await self._checked_step(session, video, behavior, pupil_center, frame_index)
+            ok = True
+            return result
+        finally:
+            version = session.model.version.version
+            seconds = time.perf_counter() - started
+            self.statistics.finished(session.model.name, version, seconds, ok)
+
+    async def _checked_step(
+        self,
+        session: StreamSession,
+        video: np.ndarray,
+        behavior: np.ndarray,
+        pupil_center: np.ndarray,
+        frame_index: int | None,
+    ) -> Prediction:
         async with session.lock:
             value = None
             if frame_index is not None:
@@ -350,6 +392,7 @@ class DataPlane:
             functools.partial(session.mouse.stepper.run, feeds, session.state),
             (session.model.name, "step"),
         )
+        self.statistics.executed(session.model.name, session.model.version.version, timing)
         if not session.state:  # closed while the step ran
             raise FailedPreconditionError("the stream session was closed")
         session.state = state

@@ -20,16 +20,17 @@ import grpc
 
 from sensorium_api.inference import grpc_predict_v2_pb2 as oip
 from sensorium_api.inference import grpc_predict_v2_pb2_grpc as oip_grpc
+from sensorium_server import oip_config
 from sensorium_server import oip_convert as convert
 from sensorium_server.dataplane import DataPlane
-from sensorium_server.errors import NotFoundError, UnavailableError
+from sensorium_server.errors import NotFoundError, UnavailableError, short
 from sensorium_server.gate import Malformed
 from sensorium_server.observe import UNREACHABLE, Call, observe
 from sensorium_server.sequences import SequenceTable
 from sensorium_server.status import status_of
 
 logger = logging.getLogger(__name__)
-EXTENSIONS = ["sequence"]
+EXTENSIONS = ["sequence", "model_configuration", "statistics", "model_repository"]
 
 
 def _version() -> str:
@@ -99,6 +100,43 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             call.model = model.name
             versions = sorted(v for n, v in self._plane.store.models if n == model.name)
             return convert.metadata(request.name, model, mouse, versions)
+        raise RuntimeError(UNREACHABLE)
+
+    async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Triton's model configuration of an OIP model (what perf_analyzer reads)."""
+        async with observe(self._plane.metrics, context, "oip.ModelConfig", request.name) as call:
+            model, mouse = convert.resolve(self._plane.store, request.name, request.version)
+            call.model = model.name
+            config = oip_config.model_config(request.name, model, mouse, self._plane.settings)
+            return oip.ModelConfigResponse(config=config)
+        raise RuntimeError(UNREACHABLE)
+
+    async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Counts and durations per model version (every model when the name is empty)."""
+        async with observe(
+            self._plane.metrics, context, "oip.ModelStatistics", request.name
+        ) as call:
+            version = 0
+            if request.name:
+                model, _ = convert.resolve(self._plane.store, request.name, request.version)
+                call.model = model.name
+                version = model.version.version if request.version else 0
+            return oip_config.statistics(
+                self._plane.store, self._plane.statistics, request.name, version
+            )
+        raise RuntimeError(UNREACHABLE)
+
+    async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Every version folder of the repository and whether it is served."""
+        async with observe(self._plane.metrics, context, "oip.RepositoryIndex", ""):
+            if request.repository_name not in ("", "models"):
+                raise NotFoundError(
+                    f"repository {short(request.repository_name)!r}: this server has one, "
+                    "named '' or 'models'"
+                )
+            return oip_config.repository_index(
+                self._plane.store, self._plane.settings, request.ready
+            )
         raise RuntimeError(UNREACHABLE)
 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:

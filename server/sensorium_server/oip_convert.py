@@ -69,7 +69,7 @@ def metadata(name: str, model: LoadedModel, mouse: MouseRuntime, versions: list[
         versions=[str(v) for v in versions],
         platform="onnxruntime_onnx",
         inputs=[
-            tensor(name="video", datatype="FP32", shape=[-1, h, w]),
+            tensor(name="video", datatype="UINT8", shape=[-1, h, w]),  # FP32 0..255 too
             tensor(name="behavior", datatype="FP32", shape=[-1, 2]),
             tensor(name="pupil_center", datatype="FP32", shape=[-1, 2]),
         ],

@@ -12,11 +12,12 @@ from pathlib import Path
 import grpc
 from google.protobuf import descriptor, descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 
 from sensorium_api.inference import grpc_predict_v2_pb2 as oip
 from sensorium_api.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from sensorium_api.v1 import predictor_pb2 as pb
+from sensorium_server import reflection
 from sensorium_server.dataplane import DataPlane
 from sensorium_server.errors import StartupError
 from sensorium_server.gate import Gate, TokenFileError, Tokens
@@ -202,11 +203,7 @@ async def create_server(settings: Settings) -> Server:
     for service in HEALTH_SERVICES:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     if settings.reflection:
-        reflection.enable_server_reflection(
-            [PREDICTOR, INFERENCE, health.SERVICE_NAME, reflection.SERVICE_NAME],
-            server,
-            reflection_pool(),
-        )
+        reflection.enable(server, [PREDICTOR, INFERENCE, health.SERVICE_NAME], reflection_pool())
     try:
         port = _bind(server, settings)
     except RuntimeError as err:  # gRPC: "Failed to bind to address ..."

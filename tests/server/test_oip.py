@@ -57,7 +57,7 @@ def test_health_and_metadata(server: ServerThread, triton_client: Any) -> None:
     assert list(model.versions) == ["1"]
     shapes = {t.name: (t.datatype, list(t.shape)) for t in model.inputs}
     assert shapes == {
-        "video": ("FP32", [-1, 36, 64]),
+        "video": ("UINT8", [-1, 36, 64]),  # FP32 in 0..255 is taken too
         "behavior": ("FP32", [-1, 2]),
         "pupil_center": ("FP32", [-1, 2]),
     }

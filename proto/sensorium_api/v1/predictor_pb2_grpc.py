@@ -85,6 +85,7 @@ class PredictorServicer:
 
     def Predict(self, request, context):
         """Predicts the responses to one whole clip of one mouse.
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -96,6 +97,10 @@ class PredictorServicer:
         order, and together they equal Predict's. No message is larger than a part
         (the server's clip chunk), so clips of any length fit the message limits, the
         client sees progress, and the server never holds the whole clip's responses.
+        Predict's own messages, on purpose: a client switches calls, not messages.
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
