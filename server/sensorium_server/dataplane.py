@@ -54,7 +54,12 @@ class Clip:
 
     model: LoadedModel
     mouse: MouseRuntime
-    feeds: dict[str, np.ndarray]  # (1, T, ...) each
+    feeds: dict[str, np.ndarray]  # (B, T, ...) each
+
+    @property
+    def batch(self) -> int:
+        """B: clips of equal length run together."""
+        return int(self.feeds["video"].shape[0])
 
     @property
     def frames(self) -> int:
@@ -72,7 +77,7 @@ class Part:
     """Responses to consecutive frames of a clip, from ``first_frame`` on."""
 
     first_frame: int
-    responses: np.ndarray  # (frames, N)
+    responses: np.ndarray  # (B, frames, N)
     timing: Timing
 
 
@@ -142,13 +147,18 @@ class DataPlane:
         video: np.ndarray,
         behavior: np.ndarray,
         pupil_center: np.ndarray,
+        batch: bool = False,
     ) -> Clip:
-        """A checked clip, ready for :meth:`parts` (raises on a bad request)."""
+        """A checked clip, ready for :meth:`parts` (raises on a bad request).
+
+        With ``batch``, the arrays have a leading axis of clips of equal length (OIP
+        ModelInfer), which run together.
+        """
         loaded, runtime = self.resolve(model, version, mouse)
         started = time.perf_counter()
         try:
             feeds = await asyncio.to_thread(  # a clip's checks take milliseconds: off the loop
-                check_inputs,
+                _checked_batch if batch else check_inputs,
                 video,
                 behavior,
                 pupil_center,
@@ -180,12 +190,12 @@ class DataPlane:
         started, ok = time.perf_counter(), False
         try:
             async for part in self._parts(clip):
-                self.statistics.executed(clip.model.name, clip.version, part.timing)
+                self.statistics.executed(clip.model.name, clip.version, part.timing, clip.batch)
                 yield part
             ok = True
         finally:
             seconds = time.perf_counter() - started
-            self.statistics.finished(clip.model.name, clip.version, seconds, ok)
+            self.statistics.finished(clip.model.name, clip.version, seconds, ok, clip.batch)
 
     async def _parts(self, clip: Clip) -> AsyncIterator[Part]:
         loaded, runtime, feeds = clip.model, clip.mouse, clip.feeds
@@ -193,18 +203,18 @@ class DataPlane:
             outputs, timing = await self.scheduler.run(
                 lambda: runtime.clip.run(None, feeds), (loaded.name, "clip")
             )
-            yield Part(0, outputs[0][0], timing)
+            yield Part(0, outputs[0], timing)
             return
         chunk, stepper = self.settings.clip_chunk_frames, runtime.chunks
         assert stepper is not None
-        state = stepper.initial_state()
+        state = stepper.initial_state(clip.batch)
         for start in range(0, clip.frames, chunk):
             self._check_clip_deadline()
             part = {name: array[:, start : start + chunk] for name, array in feeds.items()}
             (responses, state), timing = await self.scheduler.run(
                 functools.partial(stepper.run, part, state), (loaded.name, "clip")
             )
-            yield Part(start, responses[0], timing)
+            yield Part(start, responses, timing)
 
     async def predict(
         self,
@@ -215,17 +225,25 @@ class DataPlane:
         behavior: np.ndarray,
         pupil_center: np.ndarray,
         response_itemsize: int = 4,
+        batch: bool = False,
     ) -> Prediction:
-        """Responses to one trial in one array (the parts of :meth:`parts` joined)."""
-        clip = await self.clip(model, version, mouse, video, behavior, pupil_center)
+        """Responses to one trial in one array (the parts of :meth:`parts` joined).
+
+        With ``batch``: B clips of equal length in, (B, T, N) out; else (T, N).
+        """
+        clip = await self.clip(model, version, mouse, video, behavior, pupil_center, batch)
         check_response_size(
-            clip.frames, clip.mouse.neuron_count, response_itemsize, self.message_limit
+            clip.batch * clip.frames, clip.mouse.neuron_count, response_itemsize, self.message_limit
         )
         parts, queue_s, compute_s = [], 0.0, 0.0
         async for part in self.parts(clip):
             parts.append(part.responses)
             queue_s, compute_s = queue_s + part.timing.queue_s, compute_s + part.timing.compute_s
-        responses = parts[0] if len(parts) == 1 else await asyncio.to_thread(np.concatenate, parts)
+        if len(parts) == 1:
+            responses = parts[0]
+        else:
+            responses = await asyncio.to_thread(np.concatenate, parts, axis=1)
+        responses = responses if batch else responses[0]
         return Prediction(clip.model, clip.mouse, responses, Timing(queue_s, compute_s))
 
     def _check_clip_deadline(self) -> None:
@@ -467,3 +485,18 @@ def _snapshot_state(
             raise InvalidInputError(f"snapshot: state {name} holds NaN or infinite values")
         state.append(np.array(array))  # writable, owned: the wire buffer may be freed
     return state
+
+
+def _checked_batch(
+    video: np.ndarray,
+    behavior: np.ndarray,
+    pupil_center: np.ndarray,
+    frame_shape: tuple[int, int],
+    max_frames: int,
+) -> dict[str, np.ndarray]:
+    """:func:`check_inputs` of every clip of a batch, stacked: (B, T, ...) feeds."""
+    clips = [
+        check_inputs(v, b, p, frame_shape, max_frames)
+        for v, b, p in zip(video, behavior, pupil_center, strict=True)
+    ]
+    return {name: np.concatenate([c[name] for c in clips]) for name in clips[0]}

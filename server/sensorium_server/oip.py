@@ -23,7 +23,7 @@ from sensorium_api.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from sensorium_server import oip_config
 from sensorium_server import oip_convert as convert
 from sensorium_server.dataplane import DataPlane
-from sensorium_server.errors import NotFoundError, UnavailableError, short
+from sensorium_server.errors import InvalidInputError, NotFoundError, UnavailableError, short
 from sensorium_server.gate import Malformed
 from sensorium_server.observe import UNREACHABLE, Call, observe
 from sensorium_server.sequences import SequenceTable
@@ -151,17 +151,24 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         model, mouse = convert.resolve(self._plane.store, request.model_name, request.model_version)
         call.model = model.name
         convert.requested_outputs(request)
-        arrays, batched = convert.input_arrays(request)
+        arrays, batched = convert.input_arrays(request, self._plane.settings.max_batch_size)
         sequence_id, start, end = convert.sequence_parameters(request)
         frames_label = self._plane.metrics.frames.labels(model.name, call.rpc)
         if not sequence_id:
             result = await self._plane.predict(
-                model.name, model.version.version, mouse.mouse, *arrays
+                model.name, model.version.version, mouse.mouse, *arrays, batch=batched
             )
-            frames_label.inc(result.responses.shape[0])
+            frames_label.inc(result.responses[..., 0].size)  # frames of every clip
             return convert.response(
-                request, request.model_name, model.version.version, result.responses, batched
+                request, request.model_name, model.version.version, result.responses
             )
+        if batched:
+            if arrays[0].shape[0] != 1:
+                raise InvalidInputError(
+                    f"video: a batch of {arrays[0].shape[0]} in sequence {sequence_id}; a "
+                    "sequence is one stream: a batch axis of 1 at most"
+                )
+            arrays = (arrays[0][0], arrays[1][0], arrays[2][0])
         self._ensure_reaper()
         key = (request.model_name, sequence_id)
         sequence = self.sequences.get(key, start, model.name, model.version.version, mouse.mouse)
@@ -174,9 +181,8 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         if end:
             self.sequences.end(key)
         frames_label.inc(result.responses.shape[0])
-        return convert.response(
-            request, request.model_name, model.version.version, result.responses, batched
-        )
+        responses = result.responses[None] if batched else result.responses
+        return convert.response(request, request.model_name, model.version.version, responses)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext

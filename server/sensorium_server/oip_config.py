@@ -33,11 +33,11 @@ def version_policy(policy: str) -> Any:
 def model_config(name: str, model: LoadedModel, mouse: MouseRuntime, settings: Settings) -> Any:
     """``ModelConfig`` of one OIP model (one mouse of a model version).
 
-    Inputs are time first without a batch axis (``max_batch_size`` 0; a leading axis
-    of 1 is also taken); ``video`` is declared UINT8, the natural and 4x smaller type
-    (FP32 in 0..255 is taken too). Sequences are Triton's sequence parameters
-    (``sequence_id``, ``sequence_start``, ``sequence_end``); a sequence idle for
-    ``--idle-timeout-s`` ends.
+    Inputs are time first after the batch axis (up to ``--max-batch-size`` clips of
+    equal length; requests without one are taken too); ``video`` is declared UINT8,
+    the natural and 4x smaller type (FP32 in 0..255 is taken too). Sequences are
+    Triton's sequence parameters (``sequence_id``, ``sequence_start``,
+    ``sequence_end``); a sequence idle for ``--idle-timeout-s`` ends.
     """
     h, w = model.frame_shape
     kind = oip.ModelInstanceGroup.KIND_GPU
@@ -48,7 +48,7 @@ def model_config(name: str, model: LoadedModel, mouse: MouseRuntime, settings: S
         platform="onnxruntime_onnx",
         backend="onnxruntime",
         version_policy=version_policy(settings.versions),
-        max_batch_size=0,
+        max_batch_size=settings.max_batch_size,
         input=[
             oip.ModelInput(name="video", data_type=oip.TYPE_UINT8, dims=[-1, h, w]),
             oip.ModelInput(name="behavior", data_type=oip.TYPE_FP32, dims=[-1, 2]),

@@ -5,7 +5,7 @@ with a single mouse also answers to ``<model>``. OIP versions are repository
 versions as strings ("" means the latest). Inputs are time first, as in the native
 API: ``video`` [T, H, W], ``behavior`` [T, 2], ``pupil_center`` [T, 2], optionally
 with a leading batch axis of 1; the output ``responses`` is [T, N] (with the same
-batch axis when the inputs had one).
+batch axis when the inputs had one: B clips of equal length, run as one batch).
 """
 
 from __future__ import annotations
@@ -107,8 +107,14 @@ def _decode(tensor: Any, raw: bytes | None) -> np.ndarray:
     return array.astype(dtype).reshape(shape)
 
 
-def input_arrays(request: Any) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], bool]:
-    """(video, behavior, pupil_center) time first, and whether a batch axis of 1 was given."""
+def input_arrays(
+    request: Any, max_batch: int
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], bool]:
+    """(video, behavior, pupil_center), and whether they lead with a batch axis.
+
+    Without it they are time first, one clip; with it, (B, T, ...), B clips of equal
+    length (at most ``max_batch``).
+    """
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
         raise InvalidInputError(
@@ -127,11 +133,17 @@ def input_arrays(request: Any) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray
     video, behavior, pupil = (arrays[n] for n in INPUTS)
     batched = video.ndim == 4
     if batched:
-        if video.shape[0] != 1 or behavior.shape[:1] != (1,) or pupil.shape[:1] != (1,):
+        size = video.shape[0]
+        if behavior.ndim != 3 or pupil.ndim != 3 or {behavior.shape[0], pupil.shape[0]} != {size}:
             raise InvalidInputError(
-                f"video: shape {list(video.shape)}; a leading batch axis must be 1 for every input"
+                f"video: shape {list(video.shape)}, behavior {list(behavior.shape)}, "
+                f"pupil_center {list(pupil.shape)}: a batch axis leads every input, the same size"
             )
-        video, behavior, pupil = video[0], behavior[0], pupil[0]
+        if not 1 <= size <= max_batch:
+            raise InvalidInputError(
+                f"video: a batch of {size} clips; this server takes 1 to {max_batch} "
+                "(--max-batch-size)"
+            )
     return (video, behavior, pupil), batched
 
 
@@ -144,10 +156,10 @@ def requested_outputs(request: Any) -> None:
             )
 
 
-def response(request: Any, name: str, version: int, responses: np.ndarray, batched: bool) -> Any:
-    """``ModelInferResponse`` with the responses as raw FP32 contents."""
+def response(request: Any, name: str, version: int, responses: np.ndarray) -> Any:
+    """``ModelInferResponse`` with the responses, (T, N) or (B, T, N), as raw FP32."""
     data = np.ascontiguousarray(responses, dtype="<f4")
-    shape = [1, *data.shape] if batched else list(data.shape)
+    shape = list(data.shape)  # (B, T, N) when batched
     return oip.ModelInferResponse(
         model_name=name,
         model_version=str(version),

@@ -92,7 +92,7 @@ class PredictorServicer(pb_grpc.PredictorServicer):
             )
             frames = self._plane.metrics.frames.labels(clip.model.name, "PredictChunks")
             async for part in self._plane.parts(clip):
-                frames.inc(part.responses.shape[0])
+                frames.inc(part.responses.shape[1])
                 yield await asyncio.to_thread(_part_reply, clip, part, dtype)
 
     def _count_frames(self, result: Prediction, rpc: str) -> None:
@@ -250,7 +250,8 @@ def _predict_reply(result: Prediction, dtype: np.dtype) -> bytes:
 
 def _part_reply(clip: Clip, part: Part, dtype: np.dtype) -> bytes:
     """A serialized ``PredictResponse`` holding one part of a clip's responses."""
-    return _reply(clip.model, clip.mouse, part, clip.frames, dtype)
+    one = Part(part.first_frame, part.responses[0], part.timing)  # native calls: batch of 1
+    return _reply(clip.model, clip.mouse, one, clip.frames, dtype)
 
 
 def _reply(

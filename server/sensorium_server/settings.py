@@ -55,6 +55,7 @@ class Settings:
     max_queue: int = 64  # inferences waiting or running before RESOURCE_EXHAUSTED
     max_sessions: int = 256  # open stream sessions
     max_clip_frames: int = 3000  # frames of one Predict call
+    max_batch_size: int = 8  # clips of one OIP ModelInfer with a leading batch axis
     max_step_frames: int = 300  # frames of one stream message
     max_message_mb: int = 128  # gRPC receive and send limit (3,000 frames x 8,000 neurons)
     # A stream silent this long, or whose replies go unread this long, is closed; a
@@ -76,7 +77,14 @@ class Settings:
 
     def __post_init__(self) -> None:
         """Check values that would otherwise fail later and obscurely."""
-        for name in ("workers", "clip_workers", "intra_op_threads", "max_queue", "max_sessions"):
+        for name in (
+            "workers",
+            "clip_workers",
+            "intra_op_threads",
+            "max_queue",
+            "max_sessions",
+            "max_batch_size",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name, zero in (("clip_chunk_frames", "never"), ("clip_threads", "one per core")):
@@ -112,6 +120,7 @@ HELP = {
     "max_queue": "inferences waiting or running per lane before RESOURCE_EXHAUSTED",
     "max_sessions": "open stream sessions at most",
     "max_clip_frames": "frames of one Predict call at most",
+    "max_batch_size": "clips of equal length in one OIP ModelInfer (leading batch axis) at most",
     "max_step_frames": "frames of one stream message at most",
     "max_message_mb": "largest gRPC message received or sent, MB",
     "idle_timeout_s": "a stream silent (or its replies unread) this long is closed; a broken "

@@ -46,9 +46,9 @@ class Stepper:
         self.device = device_of(session)
         self.responses = session.get_outputs()[0].name
 
-    def initial_state(self) -> State:
-        """Zero state of a new trial, batch of 1, on the device."""
-        return self.adopt([np.zeros((1, *s.shape), dtype=np.float32) for s in self.specs])
+    def initial_state(self, batch: int = 1) -> State:
+        """Zero state of a new trial (``batch`` of them), on the device."""
+        return self.adopt([np.zeros((batch, *s.shape), dtype=np.float32) for s in self.specs])
 
     def adopt(self, arrays: Sequence[np.ndarray]) -> State:
         """Host arrays (a snapshot's) as device state; the arrays must not change after."""
