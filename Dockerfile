@@ -49,9 +49,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     SENSORIUM_MODEL_REPOSITORY=/models \
     SENSORIUM_HOST=[::] \
     SENSORIUM_PORT=8001 \
-    SENSORIUM_METRICS_PORT=8002
+    SENSORIUM_METRICS_PORT=8002 \
+    SENSORIUM_HTTP_PORT=8000
 USER 10001
-EXPOSE 8001 8002
+EXPOSE 8000 8001 8002
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["sensorium-healthcheck"]
 ENTRYPOINT ["sensorium-server"]

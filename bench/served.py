@@ -35,6 +35,8 @@ class ServerProcess:
             "0",
             "--metrics-port",
             "-1",
+            "--http-port",
+            "-1",
             "--versions",
             "all",
             "--workers",

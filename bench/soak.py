@@ -67,7 +67,8 @@ class Server:
         command = [
             exe or "sensorium-server",
             *("--model-repository", str(self.repository), "--host", "127.0.0.1"),
-            *("--port", str(self.port), "--metrics-port", "-1", "--versions", "latest:1"),
+            *("--port", str(self.port), "--metrics-port", "-1", "--http-port", "-1"),
+            *("--versions", "latest:1"),
             *("--max-connection-age-s", "60", "--drain-delay-s", "0.5", "--drain-grace-s", "30"),
             *("--max-sessions", "256"),
             *os.environ.get("SOAK_SERVER_FLAGS", "").split(),

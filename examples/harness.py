@@ -42,6 +42,8 @@ def served(repository: Path) -> Iterator[str]:
                 "0",
                 "--metrics-port",
                 "-1",
+                "--http-port",
+                "-1",
                 "--versions",
                 "all",
                 "--log-level",

@@ -23,7 +23,13 @@ T = TypeVar("T")
 
 def local_settings(repository: Path, **overrides: Any) -> Settings:
     """Settings of a test server: localhost, port 0, no metrics port unless overridden."""
-    fields: dict[str, Any] = {"host": "localhost", "port": 0, "metrics_port": -1, **overrides}
+    fields: dict[str, Any] = {
+        "host": "localhost",
+        "port": 0,
+        "metrics_port": -1,
+        "http_port": -1,
+        **overrides,
+    }
     return Settings(model_repository=repository, **fields)
 
 
@@ -92,6 +98,7 @@ def server(repository: Path) -> Iterator[ServerThread]:
         idle_timeout_s=30,
         max_message_mb=16,
         clip_chunk_frames=50,
+        http_port=0,
     )
     running = ServerThread(settings).start()
     yield running
@@ -139,6 +146,8 @@ class ServerProcess:
             "--host",
             "127.0.0.1",
             "--metrics-port",
+            "-1",
+            "--http-port",
             "-1",
             "--model-repository",
             str(repository),

@@ -13,7 +13,8 @@ deploy/docker/install.sh cpu "$(ls "$work"/wheels/sensorium_serve-*.whl)" "$work
 venv="$work/venv/bin"
 # From another folder, no repository given: the model installed with the package.
 (cd "$work" && exec env -u SENSORIUM_MODEL_REPOSITORY SENSORIUM_PORT=0 \
-    SENSORIUM_METRICS_PORT=0 "$(pwd)/venv/bin/sensorium-server" 2>"$(pwd)/server.log") &
+    SENSORIUM_METRICS_PORT=0 SENSORIUM_HTTP_PORT=0 "$(pwd)/venv/bin/sensorium-server" \
+    2>"$(pwd)/server.log") &
 server=$!
 trap 'kill "$server" 2>/dev/null || true' EXIT
 port=""
@@ -25,6 +26,8 @@ for _ in $(seq 1 120); do
     sleep 1
 done
 "$venv/sensorium-healthcheck" "localhost:$port"
+rest=$(sed -n 's/.*REST on \([0-9]*\).*/\1/p' "$work/server.log" | head -n 1)
+"$venv/python" -c "import urllib.request; r = urllib.request.urlopen('http://localhost:$rest/v2/health/ready', timeout=10); assert r.status == 200; print('REST', r.read().decode())"
 "$venv/client" predict --server "localhost:$port" --video samples/clip.npy \
     --behavior samples/behavior.npy --pupil-center samples/pupil_center.npy
 kill -TERM "$server"

@@ -92,6 +92,8 @@ smoke() {
     config Env | "$PYTHON" -c 'import json, sys; print("\n".join(json.load(sys.stdin)))' >"$env_file"
     echo "SENSORIUM_PORT=$port" >>"$env_file"
     echo "SENSORIUM_METRICS_PORT=-1" >>"$env_file"
+    rest=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
+    echo "SENSORIUM_HTTP_PORT=$rest" >>"$env_file"
     entrypoint=$(config Entrypoint | "$PYTHON" -c 'import json, shlex, sys; print(shlex.join(json.load(sys.stdin)))')
     healthcheck=$(config Healthcheck | "$PYTHON" -c '
 import json, shlex, sys
@@ -118,6 +120,7 @@ print(shlex.join(test[1:]) if test[0] == "CMD" else test[1])')
     # shellcheck disable=SC2046,SC2086 # the environment and the command are word lists
     env -i $(cat "$env_file") chroot --userspec="$user:$user" "$root" $healthcheck
     echo "smoke: HEALTHCHECK ($healthcheck) passed"
+    "$PYTHON" -c "import urllib.request; r = urllib.request.urlopen('http://localhost:$rest/v2/health/ready', timeout=10); assert r.status == 200; print('smoke: REST /v2/health/ready', r.status)"
     out="$WORK/smoke-responses.npy"
     "$(dirname "$PYTHON")/client" predict --server "localhost:$port" --video samples/clip.npy \
         --out "$out"

@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 EXTENSIONS = ["sequence", "model_configuration", "statistics", "model_repository"]
 
 
-def _version() -> str:
+def server_version() -> str:
+    """The installed package's version ("unknown" in a source tree without metadata)."""
     try:
         return version("sensorium-serve")
     except PackageNotFoundError:
@@ -90,7 +91,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         """Name, version and the extensions supported."""
         return oip.ServerMetadataResponse(
-            name="sensorium-serve", version=_version(), extensions=EXTENSIONS
+            name="sensorium-serve", version=server_version(), extensions=EXTENSIONS
         )
 
     async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from aiohttp import web
 from google.protobuf import descriptor, descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
@@ -17,7 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from sensorium_api.inference import grpc_predict_v2_pb2 as oip
 from sensorium_api.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from sensorium_api.v1 import predictor_pb2 as pb
-from sensorium_server import reflection
+from sensorium_server import reflection, rest
 from sensorium_server.dataplane import DataPlane
 from sensorium_server.errors import StartupError
 from sensorium_server.gate import Gate, TokenFileError, Tokens
@@ -80,13 +81,16 @@ class Server:
     plane: DataPlane
     health: HealthServicer
     inference: InferenceServicer
+    http_port: int | None = None
+    http: web.AppRunner | None = None
 
     async def start(self) -> None:
         """Start taking calls (health NOT_SERVING until :meth:`load_models`)."""
         await self.grpc_server.start()
         logger.info(
-            "gRPC on port %d, metrics on %s, replica %s",
+            "gRPC on port %d, REST on %s, metrics on %s, replica %s",
             self.port,
+            self.http_port or "(disabled)",
             self.metrics_port or "(disabled)",
             self.plane.sessions.replica_id,
         )
@@ -128,7 +132,10 @@ class Server:
         logger.info("draining: %d open streams told to move", moved)
         if delay > 0:
             await asyncio.sleep(delay)
-        await self.grpc_server.stop(grace)
+        if self.http is not None:  # REST: no new connections; calls in flight finish
+            await asyncio.gather(self.grpc_server.stop(grace), self.http.cleanup())
+        else:
+            await self.grpc_server.stop(grace)
         await self.inference.close()
         self.plane.scheduler.close()
         self.plane.metrics.close()
@@ -218,7 +225,35 @@ async def create_server(settings: Settings) -> Server:
             metrics_port = metrics.serve(settings.metrics_port, host, tls)
         except OSError as err:
             raise StartupError(f"metrics on {host}:{settings.metrics_port}: {err}") from None
-    return Server(settings, server, port, metrics_port, plane, health_servicer, inference)
+    http, http_port = None, None
+    if settings.http_port >= 0:
+        api = rest.RestApi(inference, _tokens(settings))
+        try:
+            http, http_port = await rest.start(
+                api,
+                settings.host,
+                settings.http_port,
+                settings.max_message_mb * 2**20,
+                _server_ssl(settings),
+                settings.drain_grace_s,
+            )
+        except OSError as err:
+            raise StartupError(f"REST on {settings.host}:{settings.http_port}: {err}") from None
+    return Server(
+        settings, server, port, metrics_port, plane, health_servicer, inference, http_port, http
+    )
+
+
+def _server_ssl(settings: Settings) -> ssl.SSLContext | None:
+    """The REST API's TLS, from the gRPC API's files (None: plaintext)."""
+    if not settings.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    if settings.tls_client_ca:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(settings.tls_client_ca)
+    return context
 
 
 async def serve(settings: Settings) -> int:

@@ -38,6 +38,7 @@ class Settings:
     host: str = "[::]"
     port: int = 8001
     metrics_port: int = 8002  # -1: no metrics endpoint
+    http_port: int = 8000  # the KServe v2 REST API (Triton's port); -1: none
     versions: str = "latest:1"  # "all", "latest:N" or "specific:1,3"
     providers: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
     workers: int = 2  # inference threads of the step lane (stream steps)
@@ -120,6 +121,7 @@ HELP = {
     "max_queue": "inferences waiting or running per lane before RESOURCE_EXHAUSTED",
     "max_sessions": "open stream sessions at most",
     "max_clip_frames": "frames of one Predict call at most",
+    "http_port": "port of the KServe v2 REST API (0: any free port; -1: no REST)",
     "max_batch_size": "clips of equal length in one OIP ModelInfer (leading batch axis) at most",
     "max_step_frames": "frames of one stream message at most",
     "max_message_mb": "largest gRPC message received or sent, MB",

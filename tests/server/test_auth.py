@@ -161,6 +161,7 @@ def test_bad_files_stop_the_server_at_once_with_the_reason(
     bad_tokens = tmp_path / "tokens.txt"
     bad_tokens.write_text("rig-3:not-a-digest\n")
     common = ("--model-repository", str(repository), "--port", "0", "--metrics-port", "-1")
+    common += ("--http-port", "-1")
     cases = [
         (("--tls-cert", str(cert), "--tls-key", str(other_key)), "the key does not match"),
         (("--tls-cert", str(cert), "--tls-key", str(tmp_path / "none.pem")), "no such file"),
