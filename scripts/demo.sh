@@ -5,11 +5,12 @@ set -euo pipefail
 BIN=${BIN:-.venv/bin}
 PORT=${SENSORIUM_PORT:-8001}
 METRICS_PORT=${SENSORIUM_METRICS_PORT:-8002}
+HTTP_PORT=${SENSORIUM_HTTP_PORT:-8000}
 mkdir -p build
-"$BIN/sensorium-server" --port "$PORT" --metrics-port "$METRICS_PORT" >build/demo-server.log 2>&1 &
+"$BIN/sensorium-server" --port "$PORT" --metrics-port "$METRICS_PORT" --http-port "$HTTP_PORT" >build/demo-server.log 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true' EXIT
-echo "sensorium-server (pid $server) on port $PORT, metrics on $METRICS_PORT; log: build/demo-server.log"
+echo "sensorium-server (pid $server) on port $PORT (gRPC), $HTTP_PORT (REST), metrics on $METRICS_PORT; log: build/demo-server.log"
 if ! "$BIN/client" health --server "localhost:$PORT" --wait 120; then
     cat build/demo-server.log >&2
     exit 1
