@@ -113,7 +113,8 @@ class AsyncClient:
         info = await self.model(model, version, timeout, metadata)
         arrays = check_arrays(video, behavior, pupil_center, info.frame_shape)
         chosen = info.mouse(mouse)
-        request = messages.predict_request(info.name, info.version, chosen.mouse, arrays, dtype)
+        # The version asked for (0: the server's latest, which a live repository moves on).
+        request = messages.predict_request(info.name, version, chosen.mouse, arrays, dtype)
         if self._chunks and messages.chunked(len(arrays[0]), chosen.neuron_count, dtype):
             responses = await self._predict_chunks(request, timeout, metadata)
             if responses is not None:
@@ -162,7 +163,8 @@ class AsyncClient:
         if snapshot is not None:
             mouse, model, version = snapshot.mouse, snapshot.model, snapshot.version
         info = await self.model(model, version)
-        recovery = Recovery(info.name, info.version, info.mouse(mouse).mouse, dtype, recovery_s)
+        # The version asked for (0: the server's latest); resumes name the opened one.
+        recovery = Recovery(info.name, version, info.mouse(mouse).mouse, dtype, recovery_s)
         session = AsyncStreamSession(self, recovery, info.frame_shape, metadata)
         first = recovery.open_request() if snapshot is None else recovery.handoff_request(snapshot)
         try:

@@ -149,7 +149,8 @@ class Client:
         for note in notes[1:]:  # the first only names the layout
             logger.info("%s", note)
         arrays = check_arrays(frames, rows, centre, info.frame_shape)
-        request = messages.predict_request(info.name, info.version, chosen.mouse, arrays, dtype)
+        # The version asked for (0: the server's latest, which a live repository moves on).
+        request = messages.predict_request(info.name, version, chosen.mouse, arrays, dtype)
         if self._chunks and messages.chunked(len(arrays[0]), chosen.neuron_count, dtype):
             responses = self._predict_chunks(request, timeout, metadata)
             if responses is not None:
@@ -239,9 +240,9 @@ class StreamSession:
         self._client = client
         self._frame_shape = info.frame_shape
         self._metadata = client.connection.call_metadata(metadata)
-        self.recovery = Recovery(
-            info.name, info.version, info.mouse(mouse).mouse, dtype, recovery_s
-        )
+        # The version asked for (0: the server's latest); resumes and handoffs name
+        # the version the stream opened on.
+        self.recovery = Recovery(info.name, version, info.mouse(mouse).mouse, dtype, recovery_s)
         self._closed = False
         first = self.recovery.open_request()
         if snapshot is not None:

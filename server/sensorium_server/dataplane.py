@@ -11,6 +11,7 @@ import functools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from sensorium_server.sessions import (
 )
 from sensorium_server.settings import Settings
 from sensorium_server.statistics import Statistics
+
+if TYPE_CHECKING:
+    from sensorium_server.live import LiveRepository
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,8 @@ class DataPlane:
         )
         self.statistics = Statistics()
         self.draining = False
+        # Loads and retires versions while serving (set once the start-up load is done).
+        self.live: LiveRepository | None = None
         # While draining: the monotonic time by which clip work must be done (None: no limit).
         self.clip_deadline: float | None = None
 

@@ -41,6 +41,14 @@ def server_version() -> str:
         return "unknown"
 
 
+def check_repository(name: str) -> None:
+    """Raise NotFoundError unless ``name`` is this server's one repository."""
+    if name not in ("", "models"):
+        raise NotFoundError(
+            f"repository {short(name)!r}: this server has one, named '' or 'models'"
+        )
+
+
 class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     """The Open Inference Protocol (KServe v2) and Triton's ModelStreamInfer."""
 
@@ -130,15 +138,35 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         """Every version folder of the repository and whether it is served."""
         async with observe(self._plane.metrics, context, "oip.RepositoryIndex", ""):
-            if request.repository_name not in ("", "models"):
-                raise NotFoundError(
-                    f"repository {short(request.repository_name)!r}: this server has one, "
-                    "named '' or 'models'"
-                )
-            return oip_config.repository_index(
-                self._plane.store, self._plane.settings, request.ready
-            )
+            check_repository(request.repository_name)
+            return oip_config.repository_index(self._plane, request.ready)
         raise RuntimeError(UNREACHABLE)
+
+    async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Load (or reload) a model's versions: explicit model control only."""
+        rpc = "oip.RepositoryModelLoad"
+        async with observe(self._plane.metrics, context, rpc, request.model_name):
+            await self.repository_call("load", request.repository_name, request.model_name)
+            return oip.RepositoryModelLoadResponse()
+        raise RuntimeError(UNREACHABLE)
+
+    async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Retire every version of a model: explicit model control only."""
+        rpc = "oip.RepositoryModelUnload"
+        async with observe(self._plane.metrics, context, rpc, request.model_name):
+            await self.repository_call("unload", request.repository_name, request.model_name)
+            return oip.RepositoryModelUnloadResponse()
+        raise RuntimeError(UNREACHABLE)
+
+    async def repository_call(self, action: str, repository: str, name: str) -> None:
+        """Load or unload ``name`` (a model, or an OIP '<model>.<mouse>' name)."""
+        check_repository(repository)
+        live = self._plane.live
+        if live is None:
+            raise UnavailableError("models are still loading; retry shortly")
+        with contextlib.suppress(UnavailableError):
+            name = convert.oip_names(self._plane.store).get(name, (name, ""))[0]
+        await (live.load(name) if action == "load" else live.unload(name))
 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         """One inference: a whole clip, or the next frames of a sequence."""

@@ -8,7 +8,7 @@ statistics and the repository index. What these say is derived from what is serv
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sensorium_api.inference import grpc_predict_v2_pb2 as oip
 from sensorium_server.oip_convert import OUTPUT, oip_names
@@ -16,6 +16,9 @@ from sensorium_server.repository import list_versions
 from sensorium_server.runtime import LoadedModel, ModelStore, MouseRuntime
 from sensorium_server.settings import Settings, parse_version_policy
 from sensorium_server.statistics import Duration, Statistics, VersionStatistics
+
+if TYPE_CHECKING:
+    from sensorium_server.dataplane import DataPlane
 
 Control = oip.ModelSequenceBatching.Control
 
@@ -131,8 +134,9 @@ def statistics(store: ModelStore, counters: Statistics, name: str, version: int)
     )
 
 
-def repository_index(store: ModelStore, settings: Settings, ready_only: bool) -> Any:
+def repository_index(plane: DataPlane, ready_only: bool) -> Any:
     """``RepositoryIndexResponse``: every version folder, served (READY) or not, and why."""
+    store, settings = plane.store, plane.settings
     names = oip_names(store)
     models = []
     index = oip.RepositoryIndexResponse.ModelIndex
@@ -141,12 +145,15 @@ def repository_index(store: ModelStore, settings: Settings, ready_only: bool) ->
             if served == model:
                 models.append(index(name=name, version=str(number), state="READY"))
     if not ready_only:
+        unloaded = plane.live.unloaded if plane.live is not None else set()
         served_paths = {str(m.version.path) for m in store.models.values()}
         for path in list_versions(settings.model_repository):
             if str(path) in served_paths:
                 continue
-            unselected = f"not selected by --versions {settings.versions}"
-            reason = store.failures.get(str(path), unselected)
+            reason = f"not selected by --versions {settings.versions}"
+            if path.parent.name in unloaded:
+                reason = "unloaded (RepositoryModelUnload)"
+            reason = store.failures.get(str(path), reason)
             models.append(
                 index(name=path.parent.name, version=path.name, state="UNAVAILABLE", reason=reason)
             )

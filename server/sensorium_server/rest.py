@@ -98,6 +98,8 @@ class RestApi:
             web.get("/v2", self.server_metadata),
             web.get("/v2/models/stats", self.statistics),
             web.post("/v2/repository/index", self.repository_index),
+            web.post("/v2/repository/models/{name}/load", self.load),
+            web.post("/v2/repository/models/{name}/unload", self.unload),
         ]
         for prefix in (model, versioned):
             routes += [
@@ -198,8 +200,18 @@ class RestApi:
         """Every version folder and its state (a JSON list)."""
         body = await request.read()
         ready = bool(json.loads(body or b"{}").get("ready", False))
-        index = oip_config.repository_index(self.plane.store, self.plane.settings, ready)
+        index = oip_config.repository_index(self.plane, ready)
         return web.json_response([as_json(m) for m in index.models])
+
+    async def load(self, request: web.Request) -> web.StreamResponse:
+        """Load (or reload) a model: explicit model control only."""
+        await self.inference.repository_call("load", "", request.match_info["name"])
+        return web.json_response({})
+
+    async def unload(self, request: web.Request) -> web.StreamResponse:
+        """Retire every version of a model: explicit model control only."""
+        await self.inference.repository_call("unload", "", request.match_info["name"])
+        return web.json_response({})
 
     async def infer(self, request: web.Request) -> web.StreamResponse:
         """One inference; a sequence's next frames with Triton's sequence parameters."""

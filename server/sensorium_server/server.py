@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import ssl
@@ -23,6 +24,7 @@ from sensorium_server.dataplane import DataPlane
 from sensorium_server.errors import StartupError
 from sensorium_server.gate import Gate, TokenFileError, Tokens
 from sensorium_server.health import HealthServicer
+from sensorium_server.live import Changes, LiveRepository
 from sensorium_server.metrics import Metrics
 from sensorium_server.oip import InferenceServicer
 from sensorium_server.runtime import ModelStore
@@ -35,6 +37,7 @@ logger = logging.getLogger(__name__)
 PREDICTOR = pb.DESCRIPTOR.services_by_name["Predictor"].full_name
 INFERENCE = oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 HEALTH_SERVICES = ("", PREDICTOR, INFERENCE)
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def reflection_pool() -> descriptor_pool.DescriptorPool:
@@ -83,6 +86,7 @@ class Server:
     inference: InferenceServicer
     http_port: int | None = None
     http: web.AppRunner | None = None
+    live: LiveRepository | None = None
 
     async def start(self) -> None:
         """Start taking calls (health NOT_SERVING until :meth:`load_models`)."""
@@ -103,18 +107,33 @@ class Server:
         """
         store, settings = self.plane.store, self.settings
         await asyncio.get_running_loop().run_in_executor(None, store.load, settings)
-        metrics = self.plane.metrics
-        for name, version in store.models:
-            metrics.known_models.add(name)
-            metrics.models.labels(name, str(version)).set(1)
-        metrics.load_failures.set(len(store.failures))
         if not store.models:
             raise RuntimeError(
                 f"no model version of {settings.model_repository} could be loaded "
                 f"(policy {settings.versions!r}); failures: {store.failures or 'none found'}"
             )
+        self.live = LiveRepository(store, settings, self._changed)
+        self.plane.live = self.live
+        self.live.remember_loaded()
+        await self._changed(Changes(loaded=list(store.models)))
+        self.live.start()
+
+    async def _changed(self, changes: Changes) -> None:
+        """Metrics and health follow what is served (start-up, polls, load and unload)."""
+        metrics = self.plane.metrics
+        for name, version in changes.loaded:
+            metrics.known_models.add(name)
+            metrics.models.labels(name, str(version)).set(1)
+        for name, version in changes.retired:
+            with contextlib.suppress(KeyError):
+                metrics.models.remove(name, str(version))
+        metrics.load_failures.set(len(self.plane.store.failures))
+        if self.plane.draining:
+            return
+        serving = bool(self.plane.store.models)
+        status = health_pb2.HealthCheckResponse.SERVING if serving else NOT_SERVING
         for service in HEALTH_SERVICES:
-            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+            await self.health.set(service, status)
 
     async def stop(self, grace: float, delay: float = 0.0) -> None:
         """Drain: NOT_SERVING for ``delay`` s, refuse new calls, ``grace`` s to finish.
@@ -125,6 +144,8 @@ class Server:
         NOT_SERVING before calls are refused. The server exits as soon as no call is
         left, at the latest after the grace.
         """
+        if self.live is not None:
+            await self.live.stop()
         # Clips get the delay and the grace, less a margin for their last chunk.
         self.plane.drain(max(0.0, delay + grace - max(1.0, grace / 5)))
         await self.health.enter_graceful_shutdown()

@@ -40,6 +40,10 @@ class Settings:
     metrics_port: int = 8002  # -1: no metrics endpoint
     http_port: int = 8000  # the KServe v2 REST API (Triton's port); -1: none
     versions: str = "latest:1"  # "all", "latest:N" or "specific:1,3"
+    # Triton's model control: "none" (read once), "poll" (every repository_poll_s),
+    # "explicit" (RepositoryModelLoad/Unload); "" : poll when repository_poll_s > 0.
+    model_control: str = ""
+    repository_poll_s: float = 0.0  # poll interval of --model-control poll (0: off)
     providers: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
     workers: int = 2  # inference threads of the step lane (stream steps)
     clip_workers: int = 1  # inference threads of the clip lane (Predict clips and chunks)
@@ -98,10 +102,30 @@ class Settings:
         if self.providers not in ("auto", "cpu", "cuda"):
             raise ValueError(f"providers must be auto, cpu or cuda, got {self.providers!r}")
         parse_version_policy(self.versions)
+        if self.model_control not in ("", "none", "poll", "explicit"):
+            raise ValueError(
+                f"model_control must be none, poll or explicit, got {self.model_control!r}"
+            )
+        if self.repository_poll_s < 0:
+            raise ValueError(
+                f"repository_poll_s must be 0 (off) or more, got {self.repository_poll_s}"
+            )
+        if self.model_control == "poll" and self.repository_poll_s <= 0:
+            raise ValueError("model_control poll needs repository_poll_s > 0")
+        if self.model_control in ("none", "explicit") and self.repository_poll_s > 0:
+            raise ValueError(
+                f"repository_poll_s {self.repository_poll_s} polls, but model_control is "
+                f"{self.model_control}: use poll, or leave repository_poll_s at 0"
+            )
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("tls_cert and tls_key go together: give both or neither")
         if self.tls_client_ca and not self.tls_cert:
             raise ValueError("tls_client_ca needs tls_cert and tls_key")
+
+    @property
+    def effective_model_control(self) -> str:
+        """``none``, ``poll`` or ``explicit``: ``model_control``, else poll when polling."""
+        return self.model_control or ("poll" if self.repository_poll_s > 0 else "none")
 
 
 # What ``sensorium-server --help`` says of each flag.
@@ -111,6 +135,10 @@ HELP = {
     "port": "gRPC port (0: any free port)",
     "metrics_port": "Prometheus /metrics port (-1: none)",
     "versions": "versions served per model: all, latest:N or specific:1,3",
+    "model_control": "none (read the repository once), poll (every --repository-poll-s) or "
+    "explicit (RepositoryModelLoad/Unload); default: poll when --repository-poll-s > 0",
+    "repository_poll_s": "seconds between repository polls: new versions load while the "
+    "old serve, removed ones retire (0: off)",
     "providers": "ONNX Runtime providers: auto (CUDA when present), cpu or cuda",
     "workers": "inference threads for stream steps",
     "clip_workers": "inference threads for Predict clips and clip chunks",
