@@ -168,7 +168,19 @@ class Scheduler:
             self._observe(*labels, timing)
         return result, timing
 
-    def close(self) -> None:
-        """Stop the workers after the work they hold."""
+    def close(self, timeout: float | None = None) -> int:
+        """Stop the workers: queued work is cancelled, running work gets ``timeout`` s.
+
+        Returns the number of threads still inside a graph after it (0: all stopped;
+        ``None`` waits for them). A thread starved of CPU at the clip lane's idle
+        priority can outlive any grace; the process then exits without it.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        threads: list[threading.Thread] = []
         for lane in self._lanes.values():
-            lane.executor.shutdown(wait=True)
+            lane.executor.shutdown(wait=False, cancel_futures=True)
+            threads += list(getattr(lane.executor, "_threads", ()))
+        for thread in threads:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(left)
+        return sum(thread.is_alive() for thread in threads)

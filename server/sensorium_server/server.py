@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import ssl
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ PREDICTOR = pb.DESCRIPTOR.services_by_name["Predictor"].full_name
 INFERENCE = oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 HEALTH_SERVICES = ("", PREDICTOR, INFERENCE)
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# After the grace, running graphs get this long before the process exits without them.
+STOP_TIMEOUT_S = 5.0
 
 
 def reflection_pool() -> descriptor_pool.DescriptorPool:
@@ -87,6 +90,7 @@ class Server:
     http_port: int | None = None
     http: web.AppRunner | None = None
     live: LiveRepository | None = None
+    abandoned_threads: int = 0  # inference threads still running when stop() returned
 
     async def start(self) -> None:
         """Start taking calls (health NOT_SERVING until :meth:`load_models`)."""
@@ -158,7 +162,15 @@ class Server:
         else:
             await self.grpc_server.stop(grace)
         await self.inference.close()
-        self.plane.scheduler.close()
+        stuck = self.plane.scheduler.close(timeout=STOP_TIMEOUT_S)
+        if stuck:
+            logger.warning(
+                "%d inference threads still inside a graph %g s after the grace; exiting "
+                "without them",
+                stuck,
+                STOP_TIMEOUT_S,
+            )
+        self.abandoned_threads = stuck
         self.plane.metrics.close()
 
 
@@ -304,4 +316,8 @@ async def serve(settings: Settings) -> int:
     loading.cancel()
     await server.stop(settings.drain_grace_s, settings.drain_delay_s)
     logger.info("stopped")
+    if server.abandoned_threads:
+        # Python would wait for those threads at exit, for as long as they are starved.
+        logging.shutdown()
+        os._exit(0)
     return 0

@@ -1,0 +1,60 @@
+"""The scheduler's lanes and its shutdown, with real threads and real (slow) work."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from sensorium_server.errors import LimitExceededError
+from sensorium_server.scheduler import Scheduler
+
+
+def test_close_does_not_wait_past_its_timeout_for_a_graph_still_running() -> None:
+    scheduler = Scheduler(workers=1, max_queue=4)
+    release = threading.Event()
+
+    async def main() -> None:
+        stuck = asyncio.ensure_future(scheduler.run(lambda: release.wait(30), ("m", "clip")))
+        quick = await scheduler.run(lambda: 7, ("m", "step"))
+        assert quick[0] == 7
+        await asyncio.sleep(0.1)  # the clip is running now
+        started = time.monotonic()
+        assert scheduler.close(timeout=0.3) == 1  # one thread still inside its "graph"
+        assert time.monotonic() - started < 2
+        release.set()
+        result, _ = await stuck
+        assert result is True  # it finished on its own afterwards
+
+    asyncio.run(main())
+
+
+def test_close_returns_zero_when_every_thread_stopped() -> None:
+    scheduler = Scheduler(workers=2, max_queue=4)
+
+    async def main() -> None:
+        await asyncio.gather(
+            *(scheduler.run(lambda: time.sleep(0.05), ("m", "step")) for _ in range(2))
+        )
+
+    asyncio.run(main())
+    assert scheduler.close(timeout=5) == 0
+
+
+def test_a_full_lane_refuses_and_the_other_lane_still_takes_work() -> None:
+    scheduler = Scheduler(workers=1, max_queue=1)
+    release = threading.Event()
+
+    async def main() -> None:
+        busy = asyncio.ensure_future(scheduler.run(lambda: release.wait(10), ("m", "clip")))
+        await asyncio.sleep(0.05)
+        with pytest.raises(LimitExceededError, match="1 clip requests"):
+            await scheduler.run(lambda: 1, ("m", "clip"))
+        assert (await scheduler.run(lambda: 2, ("m", "step")))[0] == 2
+        release.set()
+        await busy
+
+    asyncio.run(main())
+    assert scheduler.close(timeout=5) == 0
