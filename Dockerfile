@@ -44,10 +44,7 @@ RUN sensorium-install "${VARIANT}" /wheels/sensorium_serve-*.whl /opt/venv /tmp/
     && echo "sensorium:x:10001:10001:sensorium-serve:/nonexistent:/usr/sbin/nologin" >> /etc/passwd \
     && echo "sensorium:x:10001:" >> /etc/group
 COPY --chown=root:root models/ /models/
-# MALLOC_ARENA_MAX=2: glibc's per-thread malloc arenas (up to 8 per core) fragment
-# under many gRPC and inference threads; two keep a long-running server's memory flat.
 ENV PATH=/opt/venv/bin:$PATH \
-    MALLOC_ARENA_MAX=2 \
     PYTHONUNBUFFERED=1 \
     SENSORIUM_MODEL_REPOSITORY=/models \
     SENSORIUM_HOST=[::] \

@@ -73,10 +73,8 @@ class Server:
             *("--max-sessions", "256"),
             *os.environ.get("SOAK_SERVER_FLAGS", "").split(),
         ]
-        # As the image runs it (Dockerfile: MALLOC_ARENA_MAX=2), unless set otherwise.
-        env = {**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
         with log.open("w") as out:
-            self.process = subprocess.Popen(command, stderr=out, env=env)
+            self.process = subprocess.Popen(command, stderr=out)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             text = log.read_text()

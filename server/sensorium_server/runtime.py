@@ -218,7 +218,9 @@ def _streaming(
         return (
             Stepper(_open(graphs.step, settings, settings.intra_op_threads), states),
             Stepper(
-                _open(graphs.step, settings, settings.clip_threads, settings.clip_priority),
+                # Chunks of long clips, like whole clips, without the arena: their
+                # buffers go back to the system instead of growing the arena for good.
+                _open(graphs.step, settings, settings.clip_threads, settings.clip_priority, False),
                 states,
             ),
         )
