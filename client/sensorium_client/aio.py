@@ -16,7 +16,13 @@ from sensorium_api.v1 import predictor_pb2 as pb
 from sensorium_api.v1 import predictor_pb2_grpc as pb_grpc
 from sensorium_client import messages
 from sensorium_client.connection import Connection
-from sensorium_client.errors import SensoriumError, ServerError, from_rpc_error, from_status
+from sensorium_client.errors import (
+    DeadlineExceededError,
+    SensoriumError,
+    ServerError,
+    from_rpc_error,
+    from_status,
+)
 from sensorium_client.inputs import as_frames, check_arrays
 from sensorium_client.messages import ModelInfo, StreamInfo
 from sensorium_client.recovery import RECOVERY_S, Recovery, backoff, recoverable
@@ -168,7 +174,7 @@ class AsyncClient:
         session = AsyncStreamSession(self, recovery, info.frame_shape, metadata)
         first = recovery.open_request() if snapshot is None else recovery.handoff_request(snapshot)
         try:
-            await session._connect(first)
+            await session._connect(first, self.connection.timeout)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
         return session
@@ -198,13 +204,24 @@ class AsyncStreamSession:
         assert self.recovery.info is not None
         return self.recovery.info
 
-    async def _connect(self, first: pb.StreamPredictRequest) -> None:
-        """A new call whose first message is ``first``; raw ``grpc.RpcError`` on failure."""
+    async def _connect(self, first: pb.StreamPredictRequest, within: float) -> None:
+        """A new call whose first message is ``first``; raw ``grpc.RpcError`` on failure.
+
+        Raises:
+            DeadlineExceededError: no ``opened`` within ``within`` s (the call is cancelled).
+        """
         if self._call is not None:
             self._call.cancel()
-        self._call = self._client._stub.StreamPredict(metadata=self._metadata)
-        await self._call.write(first)
-        reply = await self._call.read()
+        self._call = call = self._client._stub.StreamPredict(metadata=self._metadata)
+        within = max(within, 0.5)
+        try:
+            await asyncio.wait_for(call.write(first), within)
+            reply = await asyncio.wait_for(call.read(), within)
+        except TimeoutError:
+            call.cancel()
+            raise DeadlineExceededError(
+                f"the server did not open the stream within {within:g} s"
+            ) from None
         if reply is grpc.aio.EOF:
             await self._raise_status()
             raise ServerError("the server ended the stream")
@@ -266,8 +283,11 @@ class AsyncStreamSession:
         attempt = 0
         while True:
             try:
-                await self._connect(first)
+                await self._connect(first, deadline - time.monotonic())
                 break
+            except DeadlineExceededError as err:  # never answered: cancelled, tried again
+                if time.monotonic() > deadline:
+                    raise self.recovery.lost(err) from None
             except grpc.RpcError as err:
                 if not recoverable(err, first):
                     raise from_rpc_error(err) from None

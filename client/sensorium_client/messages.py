@@ -27,7 +27,10 @@ def service_config(retries: int) -> str:
                     "backoffMultiplier": 2,
                     "retryableStatusCodes": ["UNAVAILABLE"],
                 },
-            }
+            },
+            # Streams recover by themselves (resume, handoff; sdk.py): gRPC's retries of
+            # a stream whose requests are still open are left out.
+            {"name": [{"service": SERVICE, "method": "StreamPredict"}]},
         ]
     return json.dumps(config)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from types import TracebackType
@@ -16,7 +17,12 @@ from sensorium_api.v1 import predictor_pb2 as pb
 from sensorium_api.v1 import predictor_pb2_grpc as pb_grpc
 from sensorium_client import messages
 from sensorium_client.connection import Connection
-from sensorium_client.errors import SensoriumError, ServerError, from_rpc_error
+from sensorium_client.errors import (
+    DeadlineExceededError,
+    SensoriumError,
+    ServerError,
+    from_rpc_error,
+)
 from sensorium_client.inputs import as_frames, check_arrays, normalize_trial
 from sensorium_client.messages import ModelInfo, StreamInfo
 from sensorium_client.recovery import RECOVERY_S, Recovery, backoff, recoverable
@@ -249,7 +255,7 @@ class StreamSession:
             first = self.recovery.handoff_request(snapshot)
         self._connect(first)
         try:
-            self._opened(self._next())
+            self._opened(self._next_within(client.connection.timeout))
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
         except StopIteration:
@@ -272,6 +278,26 @@ class StreamSession:
     def _next(self) -> pb.StreamPredictResponse:
         """The next reply; raw ``grpc.RpcError`` or StopIteration when the call ended."""
         return next(self._replies)
+
+    def _next_within(self, seconds: float) -> pb.StreamPredictResponse:
+        """The next reply (an ``opened``), the call cancelled if none came in ``seconds``.
+
+        Raises:
+            DeadlineExceededError: nothing came in time (the call is cancelled).
+        """
+        timer = threading.Timer(max(seconds, 0.5), self._call.cancel)
+        timer.daemon = True
+        timer.start()
+        try:
+            return self._next()
+        except grpc.RpcError as err:
+            if not timer.is_alive() and err.code() == grpc.StatusCode.CANCELLED:
+                raise DeadlineExceededError(
+                    f"the server did not open the stream within {max(seconds, 0.5):g} s"
+                ) from None
+            raise
+        finally:
+            timer.cancel()
 
     def _opened(self, reply: pb.StreamPredictResponse) -> None:
         if reply.WhichOneof("kind") != "opened":
@@ -328,8 +354,13 @@ class StreamSession:
             self._requests.put(_CLOSE)  # ends the old call's request iterator
             self._connect(first)
             try:
-                self._opened(self._next())
+                # Bounded: a call that is never answered (seen once, on an overloaded
+                # machine) is cancelled and tried again, not waited on for good.
+                self._opened(self._next_within(deadline - time.monotonic()))
                 break
+            except DeadlineExceededError as err:
+                if time.monotonic() > deadline:
+                    raise self.recovery.lost(err) from None
             except grpc.RpcError as err:
                 if not recoverable(err, first):
                     raise from_rpc_error(err) from None
