@@ -173,11 +173,18 @@ class AsyncClient:
         recovery = Recovery(info.name, version, info.mouse(mouse).mouse, dtype, recovery_s)
         session = AsyncStreamSession(self, recovery, info.frame_shape, metadata)
         first = recovery.open_request() if snapshot is None else recovery.handoff_request(snapshot)
-        try:
-            await session._connect(first, self.connection.timeout)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
-        return session
+        # A draining (or gone) replica refuses with UNAVAILABLE: a new call goes to the
+        # next one, up to ``retries`` times (as unary calls).
+        for attempt in range(self.connection.retries + 1):
+            if attempt:
+                await asyncio.sleep(backoff(attempt))
+            try:
+                await session._connect(first, self.connection.timeout)
+                return session
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.connection.retries:
+                    raise from_rpc_error(err) from None
+        raise AssertionError("unreachable")
 
 
 class AsyncStreamSession:

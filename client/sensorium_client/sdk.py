@@ -253,13 +253,24 @@ class StreamSession:
         first = self.recovery.open_request()
         if snapshot is not None:
             first = self.recovery.handoff_request(snapshot)
-        self._connect(first)
-        try:
-            self._opened(self._next_within(client.connection.timeout))
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
-        except StopIteration:
-            raise ServerError("the server ended the stream") from None
+        # A replica that is draining (or gone) refuses with UNAVAILABLE: a new call, which
+        # round-robin sends to the next one, up to ``retries`` times (as unary calls).
+        for attempt in range(client.connection.retries + 1):
+            if attempt:
+                self._requests.put(_CLOSE)
+                time.sleep(backoff(attempt))
+            self._connect(first)
+            try:
+                self._opened(self._next_within(client.connection.timeout))
+                return
+            except grpc.RpcError as err:
+                if (
+                    err.code() != grpc.StatusCode.UNAVAILABLE
+                    or attempt == client.connection.retries
+                ):
+                    raise from_rpc_error(err) from None
+            except StopIteration:
+                raise ServerError("the server ended the stream") from None
 
     @property
     def info(self) -> StreamInfo:

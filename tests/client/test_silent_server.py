@@ -78,3 +78,28 @@ def test_the_asyncio_sdk_too(silent: str) -> None:
             return time.monotonic() - started
 
     assert asyncio.run(main()) < 10
+
+
+def test_a_new_stream_refused_by_a_draining_replica_opens_on_the_other(repository: Any) -> None:
+    from tests.serving import local_settings
+
+    replicas = [ServerThread(local_settings(repository)).start() for _ in range(2)]
+    try:
+        replicas[0].server.plane.draining = True  # refuses new streams: UNAVAILABLE
+        target = "ipv4:" + ",".join(f"127.0.0.1:{r.server.port}" for r in replicas)
+        with Client(target) as client:
+            for _ in range(6):  # round-robin sends about half of the opens to the first
+                with client.stream(model="tiny") as session:
+                    assert session.info.replica_id == replicas[1].server.plane.sessions.replica_id
+
+        async def aio() -> None:
+            async with AsyncClient(target) as client:
+                for _ in range(6):
+                    session = await client.stream(model="tiny")
+                    assert session.info.replica_id == replicas[1].server.plane.sessions.replica_id
+                    await session.close()
+
+        asyncio.run(aio())
+    finally:
+        for replica in replicas:
+            replica.stop()
