@@ -18,7 +18,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(argv)
     try:
         from sensorium_server.gate import CallerFilter
-        from sensorium_server.memory import tune_malloc
         from sensorium_server.server import serve
     except ModuleNotFoundError as err:  # a client-only install
         missing = (err.name or "a server dependency").split(".")[0]
@@ -30,7 +29,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(CallerFilter())
-    tune_malloc()  # before any thread starts: arenas are made per thread
     try:
         return asyncio.run(serve(settings))
     except StartupError as err:

@@ -218,9 +218,7 @@ def _streaming(
         return (
             Stepper(_open(graphs.step, settings, settings.intra_op_threads), states),
             Stepper(
-                # Chunks of long clips, like whole clips, without the arena: their
-                # buffers go back to the system instead of growing the arena for good.
-                _open(graphs.step, settings, settings.clip_threads, settings.clip_priority, False),
+                _open(graphs.step, settings, settings.clip_threads, settings.clip_priority),
                 states,
             ),
         )
