@@ -25,7 +25,13 @@ from sensorium_client.errors import (
 )
 from sensorium_client.inputs import as_frames, check_arrays
 from sensorium_client.messages import ModelInfo, StreamInfo
-from sensorium_client.recovery import RECOVERY_S, Recovery, backoff, recoverable
+from sensorium_client.recovery import (
+    OPEN_FLOOR_S,
+    RECOVERY_S,
+    Recovery,
+    backoff,
+    recoverable,
+)
 
 
 class AsyncClient:
@@ -220,7 +226,7 @@ class AsyncStreamSession:
         if self._call is not None:
             self._call.cancel()
         self._call = call = self._client._stub.StreamPredict(metadata=self._metadata)
-        within = max(within, 0.5)
+        within = max(within, OPEN_FLOOR_S)
         try:
             await asyncio.wait_for(call.write(first), within)
             reply = await asyncio.wait_for(call.read(), within)

@@ -24,6 +24,9 @@ from sensorium_client.messages import StreamInfo
 # Seconds a client keeps trying to reattach or move a stream, at most (the server's
 # resume window caps it too).
 RECOVERY_S = 10.0
+# An open, resume or handoff waits at least this long for ``opened`` (a loaded server
+# can take seconds), however little of the recovery deadline is left.
+OPEN_FLOOR_S = 5.0
 
 
 class StreamLostError(UnavailableError):

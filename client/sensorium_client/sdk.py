@@ -25,7 +25,13 @@ from sensorium_client.errors import (
 )
 from sensorium_client.inputs import as_frames, check_arrays, normalize_trial
 from sensorium_client.messages import ModelInfo, StreamInfo
-from sensorium_client.recovery import RECOVERY_S, Recovery, backoff, recoverable
+from sensorium_client.recovery import (
+    OPEN_FLOOR_S,
+    RECOVERY_S,
+    Recovery,
+    backoff,
+    recoverable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -296,15 +302,23 @@ class StreamSession:
         Raises:
             DeadlineExceededError: nothing came in time (the call is cancelled).
         """
-        timer = threading.Timer(max(seconds, 0.5), self._call.cancel)
+        seconds = max(seconds, OPEN_FLOOR_S)
+        expired = threading.Event()
+        call = self._call
+
+        def expire() -> None:
+            expired.set()  # before the cancel: the reader must know why its call ended
+            call.cancel()
+
+        timer = threading.Timer(seconds, expire)
         timer.daemon = True
         timer.start()
         try:
             return self._next()
-        except grpc.RpcError as err:
-            if not timer.is_alive() and err.code() == grpc.StatusCode.CANCELLED:
+        except grpc.RpcError:
+            if expired.is_set():
                 raise DeadlineExceededError(
-                    f"the server did not open the stream within {max(seconds, 0.5):g} s"
+                    f"the server did not open the stream within {seconds:g} s"
                 ) from None
             raise
         finally:
