@@ -303,18 +303,21 @@ class StreamSession:
             DeadlineExceededError: nothing came in time (the call is cancelled).
         """
         seconds = max(seconds, OPEN_FLOOR_S)
-        expired = threading.Event()
-        call = self._call
+        expired, guard, call = threading.Event(), threading.Lock(), self._call
+        answered = False
 
         def expire() -> None:
-            expired.set()  # before the cancel: the reader must know why its call ended
+            with guard:  # never cancel a call whose reply has come (a live stream)
+                if answered:
+                    return
+                expired.set()
             call.cancel()
 
         timer = threading.Timer(seconds, expire)
         timer.daemon = True
         timer.start()
         try:
-            return self._next()
+            reply = self._next()
         except grpc.RpcError:
             if expired.is_set():
                 raise DeadlineExceededError(
@@ -323,6 +326,12 @@ class StreamSession:
             raise
         finally:
             timer.cancel()
+        with guard:
+            answered = True
+            late = expired.is_set()
+        if late:  # the timer won the race: this call is being cancelled, open anew
+            raise DeadlineExceededError(f"the stream opened after {seconds:g} s")
+        return reply
 
     def _opened(self, reply: pb.StreamPredictResponse) -> None:
         if reply.WhichOneof("kind") != "opened":
