@@ -89,7 +89,6 @@ class Server:
     inference: InferenceServicer
     http_port: int | None = None
     http: web.AppRunner | None = None
-    live: LiveRepository | None = None
     abandoned_threads: int = 0  # inference threads still running when stop() returned
 
     async def start(self) -> None:
@@ -116,11 +115,10 @@ class Server:
                 f"no model version of {settings.model_repository} could be loaded "
                 f"(policy {settings.versions!r}); failures: {store.failures or 'none found'}"
             )
-        self.live = LiveRepository(store, settings, self._changed)
-        self.plane.live = self.live
-        self.live.remember_loaded()
+        live = self.plane.live = LiveRepository(store, settings, self._changed)
+        live.remember_loaded()
         await self._changed(Changes(loaded=list(store.models)))
-        self.live.start()
+        live.start()
 
     async def _changed(self, changes: Changes) -> None:
         """Metrics and health follow what is served (start-up, polls, load and unload)."""
@@ -148,8 +146,8 @@ class Server:
         NOT_SERVING before calls are refused. The server exits as soon as no call is
         left, at the latest after the grace.
         """
-        if self.live is not None:
-            await self.live.stop()
+        if self.plane.live is not None:
+            await self.plane.live.stop()
         # Clips get the delay and the grace, less a margin for their last chunk.
         self.plane.drain(max(0.0, delay + grace - max(1.0, grace / 5)))
         await self.health.enter_graceful_shutdown()
