@@ -40,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,11 @@ BUDGET_MS = 1000 / RATE_HZ
 class Server:
     """One ``sensorium-server`` process on a fixed or free port; restartable."""
 
-    def __init__(self, repository: Path, logs: Path, name: str, port: int = 0) -> None:
+    def __init__(
+        self, repository: Path, logs: Path, name: str, port: int = 0, metrics: bool = False
+    ) -> None:
         self.repository, self.logs, self.name, self.port = repository, logs, name, port
+        self.metrics_port = 0 if metrics else -1
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.start()
@@ -70,7 +74,8 @@ class Server:
         command = [
             exe or "sensorium-server",
             *("--model-repository", str(self.repository), "--host", "127.0.0.1"),
-            *("--port", str(self.port), "--metrics-port", "-1", "--http-port", "-1"),
+            *("--port", str(self.port), "--metrics-port", str(self.metrics_port)),
+            *("--http-port", "-1"),
             *("--versions", "latest:1"),
             *("--max-connection-age-s", "60", "--drain-delay-s", "0.5", "--drain-grace-s", "30"),
             *("--max-sessions", "256"),
@@ -83,6 +88,8 @@ class Server:
             text = log.read_text()
             if match := re.search(r"gRPC on port (\d+)", text):
                 self.port = int(match.group(1))
+            if match := re.search(r"metrics on (\d+)", text):
+                self.metrics_port = int(match.group(1))
             if "serving 1 model versions" in text:
                 return
             if self.process.poll() is not None:
@@ -103,6 +110,22 @@ class Server:
             return 0.0
         match = re.search(r"VmRSS:\s+(\d+)", status)
         return int(match.group(1)) / 1024 if match else 0.0
+
+    def heap_mb(self) -> tuple[float, float]:
+        """The C heap (in use, free) in MB at the server's last trim, from its metrics."""
+        if self.metrics_port <= 0:
+            return (np.nan, np.nan)
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                text = reply.read().decode()
+        except OSError:
+            return (np.nan, np.nan)
+        heap = {
+            state: float(value) / 2**20
+            for state, value in re.findall(r'sensorium_heap_bytes\{state="(\w+)"\} (\S+)', text)
+        }
+        return heap.get("in_use", np.nan), heap.get("free", np.nan)
 
     def drain(self) -> tuple[int, float]:
         """SIGTERM and wait for the exit; (exit code, seconds to exit)."""
@@ -313,16 +336,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--mixed", action="store_true", help="one server, no drains or churn")
+    parser.add_argument("--logs", type=Path, help="keep the servers' logs in this folder")
     args = parser.parse_args()
     seconds = args.minutes * 60
     ctx = mp.get_context("spawn")
     out: Any = ctx.Queue()
     with tempfile.TemporaryDirectory() as tmp:
-        repo, logs = Path(tmp) / "repo", Path(tmp) / "logs"
-        logs.mkdir()
+        repo, logs = Path(tmp) / "repo", args.logs or Path(tmp) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
         shutil.copytree(ROOT / "models" / "sensorium" / "1", repo / "sensorium" / "1")
         names = ["L"] if args.mixed else ["A", "B", "L"]
-        servers = {name: Server(repo, logs, name) for name in names}
+        servers = {name: Server(repo, logs, name, metrics=name == "L") for name in names}
         try:
             return run(args, servers, ctx, out, seconds)
         finally:
@@ -353,13 +377,14 @@ def run(  # noqa: D103
     minutes = int(np.ceil(seconds / 60))
     received: dict[int, list[dict[str, Any]]] = {m: [] for m in range(minutes + 1)}
     rss: dict[int, dict[str, float]] = {}
+    heaps: dict[int, tuple[float, float]] = {}
     sampler = RssSampler(servers, start)
     sampler.start()
     drains: list[tuple[int, str, int, float]] = []
     print(
         f"{'min':>3} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'frames':>7} {'errors':>6} "
         f"{'dropped':>7} {'handoffs':>8} {'resumes':>7} {'clip fr/s':>9} {'churned':>7} "
-        f"{'RSS L MB':>8} {'RSS A/B MB':>11} {'load':>5}",
+        f"{'RSS L MB':>8} {'heap L MB':>10} {'RSS A/B MB':>11} {'load':>5}",
         flush=True,
     )
     reported = 0
@@ -377,24 +402,28 @@ def run(  # noqa: D103
             pass
         if len(received[reported]) >= len(workers) or now > (reported + 1) * 60 + 30:
             rss[reported] = sampler.minute(reported)
-            print_minute(reported, merge(received[reported]), rss.get(reported, {}), flush=True)
+            heaps[reported] = servers["L"].heap_mb()
+            print_minute(reported, merge(received[reported]), rss[reported], heaps[reported])
             reported += 1
     sampler.stopped.set()
     for worker in workers:
         worker.join(60)
-    return summary(args, received, rss, drains, minutes)
+    return summary(args, received, rss, heaps, drains, minutes)
 
 
-def print_minute(m: int, d: dict[str, Any], rss: dict[str, float], flush: bool) -> None:  # noqa: D103
+def print_minute(  # noqa: D103
+    m: int, d: dict[str, Any], rss: dict[str, float], heap: tuple[float, float]
+) -> None:
     ms = np.asarray(d.get("latency") or [np.nan])
     pair = "/".join(f"{rss.get(n, 0):.0f}" for n in ("A", "B") if n in rss) or "-"
+    held = f"{heap[0]:.0f}/{heap[1]:.0f}" if heap[0] == heap[0] else "-"
     print(
         f"{m + 1:3d} {np.percentile(ms, 50):7.2f} {np.percentile(ms, 99):7.2f} "
         f"{np.max(ms):7.1f} {d.get('frames', 0):7d} {d.get('errors', 0):6d} "
         f"{d.get('dropped', 0):7d} {d.get('handoffs', 0):8d} {d.get('resumes', 0):7d} "
         f"{d.get('clip_frames', 0) / 60:9.1f} {d.get('sessions', 0):7d} "
-        f"{rss.get('L', 0):8.0f} {pair:>11s} {os.getloadavg()[0]:5.2f}",
-        flush=flush,
+        f"{rss.get('L', 0):8.0f} {held:>10s} {pair:>11s} {os.getloadavg()[0]:5.2f}",
+        flush=True,
     )
 
 
@@ -418,6 +447,7 @@ def summary(  # noqa: D103
     args: argparse.Namespace,
     received: dict[int, list[dict[str, Any]]],
     rss: dict[int, dict[str, float]],
+    heaps: dict[int, tuple[float, float]],
     drains: list[tuple[int, str, int, float]],
     minutes: int,
 ) -> int:
@@ -428,6 +458,7 @@ def summary(  # noqa: D103
     # in the first minutes): the median of 5 minutes after it against the last 5.
     first_window, last_window, first, last = rss_windows(rss, minutes)
     growth = (last - first) / first * 100 if first else float("nan")
+    early, last_minute, nan = min(WARM_UP_MINUTES, minutes - 1), minutes - 1, (np.nan, np.nan)
     rows: list[tuple[str, float, str, bool | None]] = [
         ("rig steps", float(total.get("frames", 0)), "", None),
         ("stream step p50 (ms)", float(np.percentile(ms, 50)), "", None),
@@ -448,6 +479,8 @@ def summary(  # noqa: D103
             (f"server L RSS, median of minutes {first_window} (MB)", first, "", None),
             (f"server L RSS, median of minutes {last_window} (MB)", last, "", None),
             ("  growth (%)", growth, "< 5", growth < 5),
+            (f"  heap in use, minute {early + 1} (MB)", heaps.get(early, nan)[0], "", None),
+            (f"  heap in use, minute {minutes} (MB)", heaps.get(last_minute, nan)[0], "", None),
         ]
     print(
         f"\n{'figure':46s} {'measured':>10s} {'target':>8s}  ok   "

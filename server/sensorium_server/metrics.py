@@ -22,6 +22,7 @@ from prometheus_client import (
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from sensorium_server.gate import CALLER
+from sensorium_server.memory import Heap
 from sensorium_server.scheduler import Timing
 
 # 0.5 ms .. 120 s: a streaming step is a few ms, a 3,000-frame clip up to a minute.
@@ -124,6 +125,19 @@ class Metrics:
             "Calls refused for a missing or unknown bearer token",
             registry=r,
         )
+        self.heap = Gauge(
+            "sensorium_heap_bytes",
+            "The C heap (malloc) after the last trim: in_use (allocated) and free "
+            "(held by malloc, not returned to the OS)",
+            ["state"],
+            registry=r,
+        )
+        self.heap_trims = Counter(
+            "sensorium_heap_trims", "Times free heap memory was handed back", registry=r
+        )
+        self.heap_trim_seconds = Histogram(
+            "sensorium_heap_trim_seconds", "Time one heap trim took", buckets=BUCKETS, registry=r
+        )
         # Model label values the server chose: served model names (client-chosen
         # names never become label values; anything else is "unknown").
         self.known_models: set[str] = {""}
@@ -137,6 +151,14 @@ class Metrics:
         """Record one inference's queue and compute time (the scheduler's observer)."""
         self.queue.labels(model, graph).observe(timing.queue_s)
         self.compute.labels(model, graph).observe(timing.compute_s)
+
+    def observe_heap(self, heap: Heap | None, seconds: float) -> None:
+        """Record one heap trim (the trimmer's observer)."""
+        self.heap_trims.inc()
+        self.heap_trim_seconds.observe(seconds)
+        if heap is not None:
+            self.heap.labels("in_use").set(heap.in_use)
+            self.heap.labels("free").set(heap.free)
 
     def count(self, rpc: str, model: str, code: str) -> None:
         """Count one finished RPC (an unserved model name counts as ``unknown``)."""

@@ -20,12 +20,13 @@ from grpc_reflection.v1alpha import reflection_pb2
 from sensorium_api.inference import grpc_predict_v2_pb2 as oip
 from sensorium_api.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from sensorium_api.v1 import predictor_pb2 as pb
-from sensorium_server import reflection, rest
+from sensorium_server import memory, reflection, rest
 from sensorium_server.dataplane import DataPlane
 from sensorium_server.errors import StartupError
 from sensorium_server.gate import Gate, TokenFileError, Tokens
 from sensorium_server.health import HealthServicer
 from sensorium_server.live import Changes, LiveRepository
+from sensorium_server.memory import HeapTrimmer
 from sensorium_server.metrics import Metrics
 from sensorium_server.oip import InferenceServicer
 from sensorium_server.runtime import ModelStore
@@ -89,11 +90,15 @@ class Server:
     inference: InferenceServicer
     http_port: int | None = None
     http: web.AppRunner | None = None
+    trimmer: HeapTrimmer | None = None
     abandoned_threads: int = 0  # inference threads still running when stop() returned
 
     async def start(self) -> None:
         """Start taking calls (health NOT_SERVING until :meth:`load_models`)."""
         await self.grpc_server.start()
+        if self.settings.heap_trim_s > 0 and memory.available():
+            self.trimmer = HeapTrimmer(self.settings.heap_trim_s, self.plane.metrics.observe_heap)
+            self.trimmer.start()
         logger.info(
             "gRPC on port %d, REST on %s, metrics on %s, replica %s",
             self.port,
@@ -169,6 +174,8 @@ class Server:
                 STOP_TIMEOUT_S,
             )
         self.abandoned_threads = stuck
+        if self.trimmer is not None:
+            self.trimmer.stop()
         self.plane.metrics.close()
 
 

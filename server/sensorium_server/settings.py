@@ -78,6 +78,8 @@ class Settings:
     auth_tokens_file: str = ""
     reflection: bool = True  # gRPC server reflection (needs a token when tokens are set)
     metrics_host: str = ""  # where /metrics listens ("": the gRPC host); TLS like gRPC
+    # Freed C heap memory is handed back to the OS this often (0: never; glibc only).
+    heap_trim_s: float = 30.0
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -117,6 +119,8 @@ class Settings:
                 f"repository_poll_s {self.repository_poll_s} polls, but model_control is "
                 f"{self.model_control}: use poll, or leave repository_poll_s at 0"
             )
+        if self.heap_trim_s < 0:
+            raise ValueError(f"heap_trim_s must be 0 (never) or more, got {self.heap_trim_s}")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("tls_cert and tls_key go together: give both or neither")
         if self.tls_client_ca and not self.tls_cert:
@@ -166,6 +170,8 @@ HELP = {
     "(health stays open)",
     "reflection": "gRPC server reflection",
     "metrics_host": "address /metrics binds (default: --host)",
+    "heap_trim_s": "hand freed C heap memory back to the OS every this many seconds, so "
+    "resident memory does not creep over hours (0: never)",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
 }
 
