@@ -15,6 +15,7 @@ import numpy as np
 from sensorium_api.v1 import predictor_pb2 as pb
 from sensorium_api.v1 import predictor_pb2_grpc as pb_grpc
 from sensorium_client import messages
+from sensorium_client.catalog import ModelCatalog
 from sensorium_client.connection import Connection
 from sensorium_client.errors import (
     DeadlineExceededError,
@@ -50,7 +51,7 @@ class AsyncClient:
         self.connection = Connection(**settings)
         self._channel = self.connection.aio_channel()
         self._stub = pb_grpc.PredictorStub(self._channel)
-        self._models: dict[tuple[str, int], ModelInfo] = {}
+        self._models = ModelCatalog(self.connection.model_ttl_s)
         self._chunks = True  # long clips by PredictChunks, until a server lacks it
 
     async def __aenter__(self) -> AsyncClient:
@@ -102,12 +103,12 @@ class AsyncClient:
         metadata: Sequence[tuple[str, str]] = (),
     ) -> ModelInfo:
         """One model version (empty name: the only model; version 0: the latest)."""
-        key = (name, version)
-        if key not in self._models:
-            request = pb.GetModelRequest(model=name, version=version)
-            reply = await self._call(self._stub.GetModel, request, timeout, metadata)
-            self._models[key] = messages.model_info(reply.model)
-        return self._models[key]
+        known = self._models.get(name, version)
+        if known is not None:
+            return known
+        request = pb.GetModelRequest(model=name, version=version)
+        reply = await self._call(self._stub.GetModel, request, timeout, metadata)
+        return self._models.put(name, version, messages.model_info(reply.model))
 
     async def predict(
         self,

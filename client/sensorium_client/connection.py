@@ -34,6 +34,10 @@ class Connection:
         token: Sent as ``authorization: Bearer <token>`` on every call.
         metadata: Extra metadata sent on every call.
         max_message_mb: Largest message sent or received.
+        model_ttl_s: How long the description of a model's *latest* version (or of
+            the only model, by empty name) is reused before it is asked again: a
+            long-lived client follows a rollout to a new version within it. A
+            numbered version's description never changes and is kept.
     """
 
     target: str = field(default_factory=default_target)
@@ -46,6 +50,7 @@ class Connection:
     token: str | None = None
     metadata: Sequence[tuple[str, str]] = ()
     max_message_mb: int = 128
+    model_ttl_s: float = 30.0
 
     def options(self) -> list[tuple[str, object]]:
         """Channel arguments."""

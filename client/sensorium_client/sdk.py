@@ -16,6 +16,7 @@ import numpy as np
 from sensorium_api.v1 import predictor_pb2 as pb
 from sensorium_api.v1 import predictor_pb2_grpc as pb_grpc
 from sensorium_client import messages
+from sensorium_client.catalog import ModelCatalog
 from sensorium_client.connection import Connection
 from sensorium_client.errors import (
     DeadlineExceededError,
@@ -61,7 +62,7 @@ class Client:
         self.connection = Connection(**settings)
         self._channel = self.connection.channel()
         self._stub = pb_grpc.PredictorStub(self._channel)
-        self._models: dict[tuple[str, int], ModelInfo] = {}
+        self._models = ModelCatalog(self.connection.model_ttl_s)
         self._chunks = True  # long clips by PredictChunks, until a server lacks it
 
     def __enter__(self) -> Client:
@@ -113,12 +114,12 @@ class Client:
         metadata: Sequence[tuple[str, str]] = (),
     ) -> ModelInfo:
         """One model version (empty name: the only model; version 0: the latest)."""
-        key = (name, version)
-        if key not in self._models:
-            request = pb.GetModelRequest(model=name, version=version)
-            reply = self._call(self._stub.GetModel, request, timeout, metadata)
-            self._models[key] = messages.model_info(reply.model)
-        return self._models[key]
+        known = self._models.get(name, version)
+        if known is not None:
+            return known
+        request = pb.GetModelRequest(model=name, version=version)
+        reply = self._call(self._stub.GetModel, request, timeout, metadata)
+        return self._models.put(name, version, messages.model_info(reply.model))
 
     def predict(
         self,

@@ -214,3 +214,19 @@ def test_model_control_settings() -> None:
         Settings(model_control="explicit", repository_poll_s=1)
     with pytest.raises(ValueError, match="none, poll or explicit"):
         Settings(model_control="sometimes")
+
+
+def test_a_long_lived_client_follows_a_rollout_within_its_model_ttl(
+    polled: ServerThread, repository: Path
+) -> None:
+    video, behavior, pupil = trial(10)
+    with Client(polled.target, model_ttl_s=0.5) as quick, Client(polled.target) as slow:
+        assert quick.model("tiny").version == slow.model("tiny").version == 1
+        assert quick.model("tiny", 1).version == 1
+        add_version(repository, repository / "tiny" / "1", 2)
+        wait_for(lambda: served_versions(polled) == [2])
+        time.sleep(0.6)  # past the quick client's TTL, well within the default 30 s
+        assert quick.model("tiny").version == 2  # asked again: the rollout is seen
+        assert slow.model("tiny").version == 1  # still the kept description
+        assert quick.model("tiny", 1).version == 1  # a numbered version is kept for good
+        assert quick.predict(video, behavior, pupil, model="tiny").shape[0] == 10
