@@ -101,3 +101,18 @@ def test_missing_graph_and_manifest(version: Path) -> None:
     (version / "manifest.json").unlink()
     with pytest.raises(RepositoryError, match=r"manifest\.json: missing"):
         read_version(version)
+
+
+def test_clip_sessions_do_not_spin_and_step_sessions_keep_the_default() -> None:
+    from sensorium_server.runtime import _open
+    from sensorium_server.settings import Settings
+    from tests.serving import DEFAULT_MODEL
+
+    graph = next(DEFAULT_MODEL.glob("mice/*/clip.onnx"))
+    settings = Settings(model_repository=DEFAULT_MODEL.parents[1], providers="cpu")
+    clip = _open(graph, settings, 2, "idle", arena=False)
+    step = _open(graph, settings, 1)
+    key = "session.intra_op.allow_spinning"
+    assert clip.get_session_options().get_session_config_entry(key) == "0"
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        step.get_session_options().get_session_config_entry(key)  # ORT's default: spin
