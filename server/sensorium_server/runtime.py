@@ -125,10 +125,9 @@ def _open(
 
     A session below normal priority (clips, to make room for stream steps) does not
     let its idle threads spin-wait for work: spinning burned the CPU the steps
-    needed (``make bench-mixed``: step p99 24.7 and 35.0 ms, clips 255 and 170
-    frames/s, against 39.5 to 41.8 ms and 110 to 155 frames/s with spinning, same
-    day), at the cost of a lone clip on an idle server (a 300-frame whole clip on 2
-    threads: 634 instead of 555 ms).
+    needed (``make bench-mixed`` the same day: step p99 median 34.3 ms over four
+    runs against 40.1 over six with spinning; README), at the cost of a lone clip
+    on an idle server (a 300-frame whole clip on 2 threads: 634 instead of 555 ms).
     """
     options = ort.SessionOptions()
     options.enable_cpu_mem_arena = arena
