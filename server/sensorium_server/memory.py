@@ -90,35 +90,25 @@ def trim() -> bool:
 class HeapTrimmer(threading.Thread):
     """Every ``interval_s``: trim the heap, then note its figures and the trim's cost."""
 
-    def __init__(
-        self,
-        interval_s: float,
-        observe: Callable[[Heap | None, float], None] = lambda heap, seconds: None,
-    ) -> None:
+    def __init__(self, interval_s: float, observe: Callable[[Heap | None, float], None]) -> None:
         """Trim every ``interval_s`` seconds once started (> 0); ``observe(heap, s)`` each time."""
         super().__init__(daemon=True, name="heap-trim")
         self.interval_s = interval_s
         self._observe = observe
-        self.trims = 0
-        self.last: Heap | None = None
-        self.last_trim_s = 0.0
         self._stop_event = threading.Event()
 
     def run(self) -> None:  # noqa: D102
         while not self._stop_event.wait(self.interval_s):
             self.trim_now()
 
-    def trim_now(self) -> Heap | None:
-        """Trim once now; the heap's figures after it."""
+    def trim_now(self) -> None:
+        """Trim once now and report the heap after it."""
         began = time.perf_counter()
         trim()
-        self.last_trim_s = time.perf_counter() - began
-        self.trims += 1
-        self.last = heap()
-        self._observe(self.last, self.last_trim_s)
-        if self.last_trim_s > 0.05:
-            logger.info("heap trim took %.0f ms", self.last_trim_s * 1e3)
-        return self.last
+        took = time.perf_counter() - began
+        self._observe(heap(), took)
+        if took > 0.05:
+            logger.info("heap trim took %.0f ms", took * 1e3)
 
     def stop(self) -> None:
         """End the thread (at its next wake-up at the latest)."""

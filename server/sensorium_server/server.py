@@ -26,7 +26,6 @@ from sensorium_server.errors import StartupError
 from sensorium_server.gate import Gate, TokenFileError, Tokens
 from sensorium_server.health import HealthServicer
 from sensorium_server.live import Changes, LiveRepository
-from sensorium_server.memory import HeapTrimmer
 from sensorium_server.metrics import Metrics
 from sensorium_server.oip import InferenceServicer
 from sensorium_server.runtime import ModelStore
@@ -90,14 +89,15 @@ class Server:
     inference: InferenceServicer
     http_port: int | None = None
     http: web.AppRunner | None = None
-    trimmer: HeapTrimmer | None = None
+    trimmer: memory.HeapTrimmer | None = None
     abandoned_threads: int = 0  # inference threads still running when stop() returned
 
     async def start(self) -> None:
         """Start taking calls (health NOT_SERVING until :meth:`load_models`)."""
         await self.grpc_server.start()
         if self.settings.heap_trim_s > 0 and memory.available():
-            self.trimmer = HeapTrimmer(self.settings.heap_trim_s, self.plane.metrics.observe_heap)
+            trim_s, observe = self.settings.heap_trim_s, self.plane.metrics.observe_heap
+            self.trimmer = memory.HeapTrimmer(trim_s, observe)
             self.trimmer.start()
         logger.info(
             "gRPC on port %d, REST on %s, metrics on %s, replica %s",

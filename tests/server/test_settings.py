@@ -32,6 +32,7 @@ def test_env_vars_set_values_and_flags_win() -> None:
         (["--providers", "tpu"], {}, "providers must be auto, cpu or cuda"),
         (["--clip-priority", "high"], {}, "clip_priority must be idle, low or normal"),
         (["--clip-workers", "0"], {}, "clip_workers must be at least 1"),
+        (["--heap-trim-s", "-1"], {}, "heap_trim_s must be 0 (never) or more"),
         ([], {"SENSORIUM_PORT": "eighty"}, "SENSORIUM_PORT='eighty' is not a valid int"),
     ],
 )
