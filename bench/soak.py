@@ -215,6 +215,18 @@ class Minutes:
             self._roll()
 
 
+def begin(gate: tuple[Any, Any, Any]) -> float:
+    """Wait until every worker has started up; the common start (monotonic clock).
+
+    Spawned workers import numpy and grpc for a second or so; on 2 cores that would
+    land in the rigs' first steps, a cost of the bench's own start, not of serving.
+    """
+    ready, go, start = gate
+    ready.wait()
+    go.wait()
+    return float(start.value)
+
+
 def rig(target: str, seed: int, stats: Minutes, stop: threading.Event, offset: float) -> None:
     """One rig: steps one frame per 33 ms slot, a new trial every 300 frames."""
     video, behavior, pupil = trial(300, seed)
@@ -253,8 +265,9 @@ def rig(target: str, seed: int, stats: Minutes, stop: threading.Event, offset: f
             time.sleep(0.5)
 
 
-def rigs_process(targets: list[tuple[str, int]], out: Any, start: float, seconds: float) -> None:
+def rigs_process(targets: list[tuple[str, int]], out: Any, gate: Any, seconds: float) -> None:
     """Rig streams (target, count) as threads of one process."""
+    start = begin(gate)
     stats = Minutes(out, "rigs", start)
     stop = threading.Event()
     threads: list[threading.Thread] = []
@@ -278,16 +291,17 @@ def rigs_process(targets: list[tuple[str, int]], out: Any, start: float, seconds
     stats.flush()
 
 
-def clips_process(target: str, frames: int, out: Any, start: float, seconds: float) -> None:
+def clips_process(target: str, frames: int, out: Any, gate: Any, seconds: float) -> None:
     """Loop ``Predict`` calls of ``frames`` frames, at niceness 10.
 
     The clip clients stand for analysts on other machines: on this 2-core box they
     should not take the CPU from the servers and the rigs being measured.
     """
     os.nice(10)
-    stats = Minutes(out, f"clips{frames}-{os.getpid()}", start)
     arrays = trial(frames, 7)
     with Client(target, timeout=600) as client:
+        start = begin(gate)
+        stats = Minutes(out, f"clips{frames}-{os.getpid()}", start)
         while time.monotonic() - start < seconds:
             try:
                 client.predict(*arrays, model="sensorium")
@@ -299,11 +313,12 @@ def clips_process(target: str, frames: int, out: Any, start: float, seconds: flo
     stats.flush()
 
 
-def churn_process(target: str, out: Any, start: float, seconds: float) -> None:
+def churn_process(target: str, out: Any, gate: Any, seconds: float) -> None:
     """Open a stream, step 10 frames, close it (every third one is abandoned instead)."""
-    stats = Minutes(out, "churn", start)
     video, behavior, pupil = trial(10, 3)
     with Client(target) as client:
+        start = begin(gate)
+        stats = Minutes(out, "churn", start)
         n = 0
         while time.monotonic() - start < seconds:
             try:
@@ -362,18 +377,22 @@ def run(  # noqa: D103
 ) -> int:
     pair = "ipv4:" + ",".join(servers[n].address for n in servers if n != "L")
     everyone = "ipv4:" + ",".join(s.address for s in servers.values())
-    start = time.monotonic()
     rigs = [(servers["L"].address if args.mixed else pair, 8)]
-    workers = [
-        ctx.Process(target=rigs_process, args=(rigs, out, start, seconds)),
-        ctx.Process(target=clips_process, args=(everyone, 300, out, start, seconds)),
-        ctx.Process(target=clips_process, args=(everyone, 300, out, start, seconds)),
-        ctx.Process(target=clips_process, args=(everyone, 3000, out, start, seconds)),
+    jobs: list[tuple[Any, tuple[Any, ...]]] = [
+        (rigs_process, (rigs,)),
+        (clips_process, (everyone, 300)),
+        (clips_process, (everyone, 300)),
+        (clips_process, (everyone, 3000)),
     ]
     if not args.mixed:
-        workers.append(ctx.Process(target=churn_process, args=(everyone, out, start, seconds)))
+        jobs.append((churn_process, (everyone,)))
+    gate = (ctx.Barrier(len(jobs) + 1), ctx.Event(), ctx.Value("d", 0.0))
+    workers = [ctx.Process(target=f, args=(*a, out, gate, seconds)) for f, a in jobs]
     for worker in workers:
         worker.start()
+    gate[0].wait(120)
+    start = gate[2].value = time.monotonic()
+    gate[1].set()
     minutes = int(np.ceil(seconds / 60))
     received: dict[int, list[dict[str, Any]]] = {m: [] for m in range(minutes + 1)}
     rss: dict[int, dict[str, float]] = {}

@@ -7,8 +7,11 @@ frame cross the wire without a copy per element.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
+from google.protobuf.message import Message
 
 from sensorium_api import wire
 from sensorium_api.v1 import predictor_pb2 as pb
@@ -22,6 +25,8 @@ _TO_WIRE: dict[np.dtype, pb.DataType] = {
     np.dtype(d).newbyteorder("="): code for code, d in _TO_NUMPY.items()
 }
 
+
+M = TypeVar("M", bound=Message)
 
 _DATA_FIELD = pb.Tensor.DESCRIPTOR.fields_by_name["data"].number
 
@@ -79,12 +84,16 @@ def check_shape(shape: tuple[int, ...], field: str) -> None:
         raise TensorError(f"{field}: negative extent in shape {list(shape)}")
 
 
-def from_tensor(tensor: pb.Tensor, field: str = "tensor") -> np.ndarray:
+def from_tensor(
+    tensor: pb.Tensor, field: str = "tensor", data: bytes | memoryview | None = None
+) -> np.ndarray:
     """Decode a ``Tensor`` message into a read-only array in native byte order.
 
     Args:
         tensor: The message.
         field: Name of the message field, used in error messages.
+        data: The elements when they were kept out of the message (:class:`Lean`);
+            None: the message's own ``data`` (read once: each read is a copy).
 
     Raises:
         TensorError: unset dtype, negative extents, or a byte count that does not
@@ -96,11 +105,62 @@ def from_tensor(tensor: pb.Tensor, field: str = "tensor") -> np.ndarray:
         raise TensorError(f"{field}: {err}") from None
     shape = tuple(int(s) for s in tensor.shape)
     check_shape(shape, field)
+    payload = tensor.data if data is None else data
     expected = math.prod(shape) * dtype.itemsize  # Python integers: no overflow
-    if len(tensor.data) != expected:
+    if len(payload) != expected:
         raise TensorError(
-            f"{field}: {len(tensor.data)} bytes do not match shape {shape} of {dtype.name} "
+            f"{field}: {len(payload)} bytes do not match shape {shape} of {dtype.name} "
             f"(expected {expected} bytes)"
         )
-    array = np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
+    array = np.frombuffer(payload, dtype=dtype).reshape(shape)
     return array.astype(dtype.newbyteorder("="), copy=False)
+
+
+class Lean:
+    """A parsed message whose ``Tensor`` fields' elements stayed in the received bytes.
+
+    Attributes read through to the message; :meth:`data` gives a tensor field's
+    elements, a view of the received bytes (no copy).
+    """
+
+    def __init__(self, message: Message, payloads: dict[int, memoryview]) -> None:
+        """``message`` without its tensors' data; ``payloads`` by field number."""
+        self.message, self.payloads = message, payloads
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.message, name)
+
+    def data(self, field: str) -> bytes | memoryview:
+        """The elements of tensor field ``field``."""
+        number = self.message.DESCRIPTOR.fields_by_name[field].number
+        return self.payloads.get(number, b"")
+
+
+def lean_parser(message_type: type[M]) -> Callable[[bytes], M | Lean]:
+    """A request deserializer: large messages parse into :class:`Lean` ones.
+
+    A message of ``wire.LARGE_BYTES`` or more (a clip) is parsed without its
+    tensors' elements, which stay in the received bytes; a small one (a frame) and
+    any not in the plain protobuf form parse as usual.
+    """
+    tensors = frozenset(
+        f.number for f in message_type.DESCRIPTOR.fields if f.message_type == pb.Tensor.DESCRIPTOR
+    )
+
+    def parse(raw: bytes) -> M | Lean:
+        split = (
+            wire.split_payloads(raw, tensors, _DATA_FIELD) if len(raw) >= wire.LARGE_BYTES else None
+        )
+        if split is None:
+            return message_type.FromString(raw)
+        lean, payloads = split
+        return Lean(message_type.FromString(lean), payloads)
+
+    return parse
+
+
+def tensor_of(message: Message | Lean, field: str) -> np.ndarray:
+    """The array of tensor field ``field`` of a message (plain or :class:`Lean`)."""
+    if isinstance(message, Lean):
+        return from_tensor(getattr(message.message, field), field, message.data(field))
+    return from_tensor(getattr(message, field), field)

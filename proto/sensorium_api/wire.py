@@ -71,3 +71,91 @@ def join(pieces: Sequence[Piece]) -> bytes:
             ctypes.memmove(address + offset, piece, len(piece))
             offset += len(piece)
     return out
+
+
+def _varint_at(data: bytes | memoryview, pos: int, end: int) -> tuple[int, int]:
+    """The varint at ``pos`` and the position after it; ValueError if cut or too long."""
+    value = shift = 0
+    while pos < end and shift < 64:
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if byte < 0x80:
+            return value, pos
+    raise ValueError("truncated or overlong varint")
+
+
+def _fields(data: bytes | memoryview, pos: int, end: int) -> list[tuple[int, int, int, int]]:
+    """Each field of ``data[pos:end]``: (number, wire type, key start, value start).
+
+    A field ends where the next one's key starts (the last one at ``end``).
+    ValueError if the bytes are not a sequence of whole fields.
+    """
+    out = []
+    while pos < end:
+        key_start = pos
+        key, pos = _varint_at(data, pos, end)
+        number, kind = key >> 3, key & 7
+        value_start = pos
+        if kind == 0:
+            _, pos = _varint_at(data, pos, end)
+        elif kind == 1:
+            pos += 8
+        elif kind == 5:
+            pos += 4
+        elif kind == 2:
+            length, value_start = _varint_at(data, pos, end)
+            pos = value_start + length
+        else:  # groups (3, 4) are not used by our messages
+            raise ValueError(f"wire type {kind}")
+        if pos > end or number == 0:
+            raise ValueError("field runs past the message")
+        out.append((number, kind, key_start, value_start))
+    return out
+
+
+def split_payloads(
+    raw: bytes, parents: frozenset[int], payload: int
+) -> tuple[bytes, dict[int, memoryview]] | None:
+    """``raw`` without the ``payload`` bytes field of its submessage fields ``parents``.
+
+    Returns the message written again without those payloads (small: a few hundred
+    bytes) and each payload as a view of ``raw`` by parent field number: no copy of
+    the large bytes, which protobuf's parser would copy (twice, with the GIL held,
+    into freshly faulted memory: tens of milliseconds for a long clip, in the event
+    loop, while streams wait). None when ``raw`` is not in the plain form protobuf
+    writes (a parent or a payload field twice, an unknown wire type, a cut field):
+    the caller then parses it the usual way, which also reports what is wrong.
+    """
+    view = memoryview(raw)
+    try:
+        top = _fields(view, 0, len(raw))
+    except ValueError:
+        return None
+    out: list[bytes | memoryview] = []
+    payloads: dict[int, memoryview] = {}
+    seen: set[int] = set()
+    for i, (number, kind, key_start, value_start) in enumerate(top):
+        value_end = top[i + 1][2] if i + 1 < len(top) else len(raw)
+        if number not in parents or kind != 2:
+            out.append(view[key_start:value_end])
+            continue
+        if number in seen:
+            return None
+        seen.add(number)
+        try:
+            inner = _fields(view, value_start, value_end)
+        except ValueError:
+            return None
+        kept: list[memoryview] = []
+        for j, (field, field_kind, field_key, field_value) in enumerate(inner):
+            field_end = inner[j + 1][2] if j + 1 < len(inner) else value_end
+            if field != payload:
+                kept.append(view[field_key:field_end])
+            elif field_kind != 2 or number in payloads:
+                return None
+            else:
+                payloads[number] = view[field_value:field_end]
+        length = sum(len(k) for k in kept)
+        out += [delimited(number, length), *kept]
+    return b"".join(out), payloads

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from sensorium_api.tensors import TensorError, from_tensor, to_tensor
+from sensorium_api.tensors import TensorError, from_tensor, tensor_of, to_tensor
 from sensorium_api.v1 import predictor_pb2 as pb
 from sensorium_data.provenance import dataset_name
 from sensorium_server.dataplane import Snapshot
@@ -88,7 +88,7 @@ def input_arrays(message: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 f"{name}: missing; every request carries video, behavior and pupil_center tensors"
             )
         try:
-            arrays.append(from_tensor(getattr(message, name), name))
+            arrays.append(tensor_of(message, name))
         except TensorError as err:
             raise InvalidInputError(str(err)) from None
     return arrays[0], arrays[1], arrays[2]

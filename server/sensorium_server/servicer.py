@@ -12,7 +12,7 @@ import numpy as np
 from google.protobuf.message import Message
 
 from sensorium_api import wire
-from sensorium_api.tensors import tensor_field
+from sensorium_api.tensors import lean_parser, tensor_field
 from sensorium_api.v1 import predictor_pb2 as pb
 from sensorium_api.v1 import predictor_pb2_grpc as pb_grpc
 from sensorium_server import convert
@@ -288,10 +288,10 @@ def add_to_server(servicer: PredictorServicer, server: grpc.aio.Server) -> None:
             servicer.GetModel, pb.GetModelRequest.FromString, _serialize
         ),
         "Predict": grpc.unary_unary_rpc_method_handler(
-            servicer.Predict, pb.PredictRequest.FromString, _serialize
+            servicer.Predict, lean_parser(pb.PredictRequest), _serialize
         ),
         "PredictChunks": grpc.unary_stream_rpc_method_handler(
-            servicer.PredictChunks, pb.PredictRequest.FromString, _serialize
+            servicer.PredictChunks, lean_parser(pb.PredictRequest), _serialize
         ),
         "StreamPredict": grpc.stream_stream_rpc_method_handler(
             servicer.StreamPredict, pb.StreamPredictRequest.FromString, _serialize

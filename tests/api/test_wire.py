@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from google.protobuf.message import DecodeError
 
 from sensorium_api import wire
-from sensorium_api.tensors import from_tensor, tensor_field, to_tensor
+from sensorium_api.tensors import Lean, from_tensor, lean_parser, tensor_field, tensor_of, to_tensor
 from sensorium_api.v1 import predictor_pb2 as pb
 
 RESPONSES = pb.PredictResponse.DESCRIPTOR.fields_by_name["responses"].number
@@ -60,3 +61,68 @@ def test_varint_matches_protobuf(value: int) -> None:
     encoded = pb.Tensor(shape=[value]).SerializeToString()  # packed: key, length, varint
     assert encoded.endswith(wire.varint(value))
     assert len(encoded) == 2 + len(wire.varint(value))
+
+
+def _request(frames: int, dtype: str = "u1") -> pb.PredictRequest:
+    rng = np.random.default_rng(1)
+    return pb.PredictRequest(
+        model="sensorium",
+        version=2,
+        mouse="m",
+        video=to_tensor((rng.random((frames, 36, 64)) * 255).astype(dtype)),
+        behavior=to_tensor(rng.random((frames, 2)).astype(np.float32)),
+        pupil_center=to_tensor(rng.random((frames, 2)).astype(np.float32)),
+        response_dtype=pb.DATA_TYPE_FLOAT16,
+    )
+
+
+def _same_request(parsed: pb.PredictRequest | Lean, expected: pb.PredictRequest) -> None:
+    for name in ("model", "version", "mouse", "response_dtype"):
+        assert getattr(parsed, name) == getattr(expected, name)
+    for name in ("video", "behavior", "pupil_center"):
+        assert parsed.HasField(name)
+        assert np.array_equal(tensor_of(parsed, name), from_tensor(getattr(expected, name)))
+
+
+@pytest.mark.parametrize("dtype", ["u1", "<f4"])
+def test_a_clip_request_parses_without_copying_its_tensors(dtype: str) -> None:
+    request = _request(600, dtype)  # 1.4 / 5.5 MB: over LARGE_BYTES
+    raw = request.SerializeToString()
+    parsed = lean_parser(pb.PredictRequest)(raw)
+    assert isinstance(parsed, Lean)
+    _same_request(parsed, request)
+    video = parsed.data("video")
+    assert isinstance(video, memoryview)
+    assert video.obj is raw  # a view of the received bytes, not a copy
+    assert parsed.message.ByteSize() < 200  # the rest of the message
+    array = tensor_of(parsed, "video")
+    assert not array.flags.writeable
+
+
+def test_a_small_request_parses_as_usual() -> None:
+    request = _request(2)
+    parsed = lean_parser(pb.PredictRequest)(request.SerializeToString())
+    assert isinstance(parsed, pb.PredictRequest)
+    assert parsed == request
+
+
+def test_requests_not_in_the_plain_form_parse_as_protobuf_reads_them() -> None:
+    parse = lean_parser(pb.PredictRequest)
+    raw = _request(600).SerializeToString()
+    # A tensor field twice: protobuf merges the two; so does the fallback.
+    again = pb.PredictRequest(video=to_tensor(np.ones((600, 36, 64), np.uint8)))
+    twice = raw + again.SerializeToString()
+    parsed = parse(twice)
+    assert isinstance(parsed, pb.PredictRequest)
+    assert parsed == pb.PredictRequest.FromString(twice)
+    # Unknown fields (a newer client) at the top and inside a tensor are kept.
+    extra = raw + bytes([99 << 3 & 0x7F | 0x80, 99 >> 4, 5])  # field 99, varint 5
+    inner = wire.delimited(5, 2) + bytes([15 << 3, 1])  # behavior with a field 15
+    for variant in (extra, raw + inner):
+        lean = parse(variant)
+        _same_request(lean, pb.PredictRequest.FromString(variant))
+    # Cut bytes: the plain parser's error, as the gate reports it.
+    with pytest.raises(DecodeError):
+        pb.PredictRequest.FromString(raw[:-3])
+    with pytest.raises(DecodeError):
+        parse(raw[:-3])

@@ -13,7 +13,9 @@ import grpc
 import numpy as np
 import pytest
 
+from sensorium_api import wire
 from sensorium_api.inference import grpc_predict_v2_pb2 as oip
+from sensorium_api.tensors import from_tensor, to_tensor
 from sensorium_api.v1 import predictor_pb2 as pb
 from sensorium_api.v1 import predictor_pb2_grpc as pb_grpc
 from tests.serving import ServerThread
@@ -187,3 +189,37 @@ def test_internal_error_tracebacks_are_rate_limited(caplog: pytest.LogCaptureFix
     messages = [r.getMessage() for r in caplog.records]
     assert "15 more internal errors in the last minute (not logged)" in messages
     assert messages[-1] == "Predict failed"
+
+
+def test_a_clip_request_over_a_megabyte_is_read_and_checked_like_a_small_one(
+    channel: grpc.Channel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Clips of 1 MB or more are parsed without copying their tensors (``lean_parser``)."""
+    rng = np.random.default_rng(3)
+    frames = 120  # float32 video: 1.1 MB, the lean path; uint8: 0.28 MB, protobuf's own
+    video = rng.integers(0, 256, (frames, 36, 64)).astype(np.uint8)
+    rows = [to_tensor(rng.random((frames, 2)).astype(np.float32)) for _ in range(2)]
+
+    def request(video_tensor: pb.Tensor) -> bytes:
+        message = pb.PredictRequest(
+            model="tiny", video=video_tensor, behavior=rows[0], pupil_center=rows[1]
+        )
+        return message.SerializeToString()
+
+    call = channel.unary_unary("/sensorium.v1.Predictor/Predict")
+    large = request(to_tensor(video.astype(np.float32)))
+    assert len(large) > wire.LARGE_BYTES > len(request(to_tensor(video)))
+    lean = from_tensor(pb.PredictResponse.FromString(call(large, timeout=60)).responses)
+    small = pb.PredictResponse.FromString(call(request(to_tensor(video)), timeout=60))
+    assert lean.shape[0] == frames
+    assert np.array_equal(lean, from_tensor(small.responses))
+    short = to_tensor(video.astype(np.float32))
+    short.shape[0] = frames + 1  # the bytes of 120 frames, a shape of 121
+    for payload, said in [
+        (large[:-3], "not a valid Predict request"),
+        (request(short), "do not match shape"),
+    ]:
+        code, details = _code(call, payload)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert said in details
+    _no_traceback(caplog)
