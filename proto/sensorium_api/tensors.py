@@ -161,6 +161,5 @@ def lean_parser(message_type: type[M]) -> Callable[[bytes], M | Lean]:
 
 def tensor_of(message: Message | Lean, field: str) -> np.ndarray:
     """The array of tensor field ``field`` of a message (plain or :class:`Lean`)."""
-    if isinstance(message, Lean):
-        return from_tensor(getattr(message.message, field), field, message.data(field))
-    return from_tensor(getattr(message, field), field)
+    data = message.data(field) if isinstance(message, Lean) else None
+    return from_tensor(getattr(message, field), field, data)
