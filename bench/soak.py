@@ -376,10 +376,13 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> int:
     """Run and print the per-minute and summary tables."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=10.0)
+    # Whole minutes: every figure is per minute (a part minute would print nothing).
+    parser.add_argument("--minutes", type=int, default=10, help="whole minutes, 1 or more")
     parser.add_argument("--mixed", action="store_true", help="one server, no drains or churn")
     parser.add_argument("--logs", type=Path, help="keep the servers' logs in this folder")
     args = parser.parse_args()
+    if args.minutes < 1:
+        parser.error(f"--minutes must be 1 or more, got {args.minutes}")
     seconds = args.minutes * 60
     ctx = mp.get_context("spawn")
     out: Any = ctx.Queue()

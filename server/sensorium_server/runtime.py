@@ -36,6 +36,9 @@ from sensorium_server.windowing import WindowStepper
 logger = logging.getLogger(__name__)
 PARITY_FRAMES = 12
 PARITY_TOLERANCE = 1e-3  # relative; export checks 1e-4 on CPU, GPUs may use TF32
+# The step arena is grown at load for this many streams (at most this much state).
+WARM_STREAMS = 16
+WARM_STATE_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -210,8 +213,26 @@ def load_version(path: Path, settings: Settings) -> LoadedModel:
                     f"not reproduce the clip graph (relative error {error:.2e} > "
                     f"{PARITY_TOLERANCE:.0e})"
                 )
+        if isinstance(step, Stepper):
+            warm_arena(step, loaded.frame_shape, settings.workers)
         loaded.mice[name] = mouse
     return loaded
+
+
+def warm_arena(stepper: Stepper, frame_shape: tuple[int, int], threads: int) -> None:
+    """Grow the step session's memory arena at load (see :meth:`Stepper.warm`).
+
+    For as many streams as fit in ``WARM_STATE_BYTES`` of state, at most
+    ``WARM_STREAMS``, stepped on the step lane's ``threads``.
+    """
+    state_bytes = sum(4 * int(np.prod(spec.shape)) for spec in stepper.specs)
+    streams = max(1, min(WARM_STREAMS, WARM_STATE_BYTES // max(state_bytes, 1)))
+    inputs = {
+        "video": np.zeros((1, 1, *frame_shape), np.float32),
+        "behavior": np.zeros((1, 1, 2), np.float32),
+        "pupil_center": np.zeros((1, 1, 2), np.float32),
+    }
+    stepper.warm(inputs, streams, threads)
 
 
 def _streaming(

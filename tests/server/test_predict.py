@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,3 +194,49 @@ def test_stream_state_stays_bound_where_the_step_graph_runs(
         assert all(isinstance(value, ort.OrtValue) for value in kept)
         for bound, plain in zip(Stepper.arrays(kept), state, strict=True):
             assert np.array_equal(bound, plain)
+
+
+def _minor_faults() -> int:
+    """Minor page faults of the calling thread so far (Linux)."""
+    stat = Path(f"/proc/self/task/{threading.get_native_id()}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[7])
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_new_streams_step_without_faulting_in_fresh_memory(server: ServerThread) -> None:
+    """New trials share one zero state and the step arena is grown at load.
+
+    So the first steps of 8 new streams on the step lane's 2 threads touch almost no
+    fresh pages (before: about 12,700 page faults, 50 MB, on the step threads, where
+    they waited on the kernel's memory lock held by clip threads at idle priority).
+    """
+    from sensorium_server.stepping import Stepper
+
+    plane = server.server.plane
+    stepper = plane.store.mouse(plane.store.get("sensorium"), "").step
+    assert isinstance(stepper, Stepper)
+    first, second = stepper.initial_state(), stepper.initial_state()
+    assert [id(v) for v in first] == [id(v) for v in second]  # one zero state, shared
+    assert not any(a.flags.writeable for a in Stepper.arrays(first))
+    assert not any(a.any() for a in Stepper.arrays(first))
+    frame = {
+        "video": np.full((1, 1, 36, 64), 128, np.float32),
+        "behavior": np.zeros((1, 1, 2), np.float32),
+        "pupil_center": np.zeros((1, 1, 2), np.float32),
+    }
+    faults: list[int] = []
+
+    def four_streams() -> None:
+        states = [stepper.initial_state() for _ in range(4)]
+        before = _minor_faults()
+        for _ in range(5):
+            states = [stepper.run(frame, state)[1] for state in states]
+        faults.append(_minor_faults() - before)
+
+    threads = [threading.Thread(target=four_streams) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(faults) < 1000, faults
+    assert not any(a.any() for a in Stepper.arrays(stepper.initial_state()))  # still zero
