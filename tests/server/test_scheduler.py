@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from sensorium_server.errors import LimitExceededError
+from sensorium_server.errors import LimitExceededError, UnavailableError
 from sensorium_server.scheduler import Scheduler
 
 
@@ -58,3 +58,31 @@ def test_a_full_lane_refuses_and_the_other_lane_still_takes_work() -> None:
 
     asyncio.run(main())
     assert scheduler.close(timeout=5) == 0
+
+
+def test_work_whose_caller_went_away_while_queued_never_runs() -> None:
+    scheduler = Scheduler(workers=1, max_queue=4)
+    release = threading.Event()
+    ran: list[str] = []
+
+    async def main() -> None:
+        busy = asyncio.ensure_future(scheduler.run(lambda: release.wait(10), ("m", "step")))
+        await asyncio.sleep(0.05)  # the one step thread is taken
+        queued = asyncio.ensure_future(scheduler.run(lambda: ran.append("queued"), ("m", "step")))
+        await asyncio.sleep(0.05)
+        queued.cancel()  # a client gone before its frame reached a thread
+        release.set()
+        await busy
+        with pytest.raises(ZeroDivisionError):  # errors reach the caller as raised
+            await scheduler.run(lambda: 1 / 0, ("m", "step"))
+        assert (await scheduler.run(lambda: 3, ("m", "step")))[0] == 3
+
+    asyncio.run(main())
+    assert ran == []
+    assert scheduler.close(timeout=5) == 0
+
+    async def after_close() -> None:
+        with pytest.raises(UnavailableError, match="stopping"):
+            await scheduler.run(lambda: 4, ("m", "step"))
+
+    asyncio.run(after_close())
