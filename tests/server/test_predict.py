@@ -238,5 +238,7 @@ def test_new_streams_step_without_faulting_in_fresh_memory(server: ServerThread)
         thread.start()
     for thread in threads:
         thread.join()
-    assert sum(faults) < 1000, faults
+    # About 200 usually; a fresh thread's own first pages (stack, malloc arena) have
+    # reached 1,563 on a loaded CI machine. Without the warm-up: 12,965.
+    assert sum(faults) < 4000, faults
     assert not any(a.any() for a in Stepper.arrays(stepper.initial_state()))  # still zero
