@@ -83,29 +83,19 @@ def can_restore_priority() -> bool:
 _Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
 
 
-def _settle(
-    future: asyncio.Future[Any], result: Any, error: BaseException | None, cancel: bool
-) -> None:
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if future.done():  # the awaiting call was cancelled meanwhile
         return
-    if cancel:
-        future.cancel()
-    elif error is not None:
+    if error is not None:
         future.set_exception(error)
     else:
         future.set_result(result)
 
 
-def _settle_soon(
-    loop: asyncio.AbstractEventLoop,
-    future: asyncio.Future[Any],
-    result: Any,
-    error: BaseException | None,
-    cancel: bool = False,
-) -> None:
-    """Hand a lane's result to the loop that asked for it (dropped if that loop is gone)."""
+def _on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> None:
+    """Run ``callback`` on the loop that asked for the work (dropped if that loop is gone)."""
     with contextlib.suppress(RuntimeError):  # the loop closed while the work ran
-        loop.call_soon_threadsafe(_settle, future, result, error, cancel)
+        loop.call_soon_threadsafe(callback, *args)
 
 
 class Lane:
@@ -143,15 +133,17 @@ class Lane:
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:
             loop, future, work = job
-            if self._closed or future.cancelled():  # closed, or its caller went away
-                _settle_soon(loop, future, None, None, cancel=True)
+            if future.cancelled():  # its caller went away while it was queued
+                continue
+            if self._closed:
+                _on_loop(loop, future.cancel)
                 continue
             try:
                 result = work()
             except BaseException as err:  # handed to the awaiting caller
-                _settle_soon(loop, future, None, err)
+                _on_loop(loop, _settle, future, None, err)
             else:
-                _settle_soon(loop, future, result, None)
+                _on_loop(loop, _settle, future, result, None)
 
     def close(self) -> None:
         """Cancel the work still queued; each thread exits after the work it is running."""
