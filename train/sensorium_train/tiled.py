@@ -165,7 +165,14 @@ class TiledReadout(nn.Module):
         rows, index, inside = self._pixels(features, whole, zero_row=False)
         index = index.permute(1, 2, 3, 0)  # (E, S, S, M): frames as columns
         inside = inside.permute(1, 2, 3, 0).unsqueeze(3)  # (E, S, S, 1, M)
-        drive = features.new_zeros(len(self.slots), m)
+        # The sum takes each tap's term one tap late, once the next term exists. Added at
+        # once, the terms need not wait for the sum, and ONNX Runtime (1.32) ordered all
+        # 16 terms (frames x neurons each) before the first addition: +73 MB live on a
+        # 300-frame clip. One tap late, each addition comes after the next term in the
+        # graph, which ONNX Runtime's order follows (it runs the later-made input of a
+        # node first): two terms alive at most (tests/export/test_clip_memory.py).
+        drive: torch.Tensor | None = None
+        late: torch.Tensor | None = None
         for i in range(span):
             ky = torch.relu(1 - (within[1] - i).abs())  # (N, M): kernels one tap at a time,
             for j in range(span):  # so that memory holds a few frames x neurons at most
@@ -173,8 +180,12 @@ class TiledReadout(nn.Module):
                 pixel = rows.index_select(0, index[:, i, j].flatten()).reshape(self.entries, m, -1)
                 products = (pixel @ self.weights).transpose(1, 2) * inside[:, i, j]  # (E,G,M)
                 values = products.reshape(-1, m).index_select(0, self.slots)  # (N, M)
-                drive = drive + values * (ky * kx)
-        return drive.t()
+                term = values * (ky * kx)  # made before the addition of the one before it
+                if late is not None:
+                    drive = late if drive is None else drive + late
+                late = term
+        assert drive is not None and late is not None  # span >= 3: several taps
+        return (drive + late).t()
 
     def forward(
         self,
