@@ -60,6 +60,7 @@ def test_a_300_frame_whole_clip_holds_at_most_the_budget_at_once() -> None:
         check=True,
     )
     figures = json.loads(run.stdout.strip().splitlines()[-1])
-    assert figures["shape"] == [1, 300, 8000] and figures["finite"]
+    assert figures["shape"] == [1, 300, 8000]
+    assert figures["finite"]
     live = figures["after"] - figures["before"]
     assert 100 < live <= LIVE_BUDGET_MB, f"{live:.0f} MB alive at once (budget {LIVE_BUDGET_MB})"

@@ -184,7 +184,8 @@ class TiledReadout(nn.Module):
                 if late is not None:
                     drive = late if drive is None else drive + late
                 late = term
-        assert drive is not None and late is not None  # span >= 3: several taps
+        assert drive is not None  # span >= 3: several taps
+        assert late is not None
         return (drive + late).t()
 
     def forward(
