@@ -34,7 +34,6 @@ from torch import nn
 
 from sensorium_train.readouts import GaussianReadout
 
-
 # Tile size and neurons per entry of each order, chosen on the default model (8,000
 # neurons, an 18 x 32 map). Windows, one frame per step: 1 x 1 tiles of at most 16
 # neurons make a step 0.91 to 0.92 of its time with 2 x 2 tiles of 32 (two step graphs
