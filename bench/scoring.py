@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from serving import ServerProcess
+from served import ServerProcess
 from tqdm import tqdm
 
 from sensorium_client import Client

@@ -55,6 +55,9 @@ class TemporalLayer(nn.Module):
 class CausalTransformer(nn.Module):
     """Raw inputs -> responses (B, T, N); causal, window ``WINDOW`` frames."""
 
+    centre: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, dim: int = 32, heads: int = 4, patch: int = 6) -> None:
         super().__init__()
         self.patches = nn.Conv2d(1, dim, patch, stride=patch)  # 36 x 64 -> 6 x 10 tokens

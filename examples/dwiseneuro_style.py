@@ -61,6 +61,9 @@ class DepthwiseBlock(nn.Module):
 class DwiseStyle(nn.Module):
     """Raw inputs -> responses (B, T, N), not causal (latency ``LATENCY`` frames)."""
 
+    behavior_mean: torch.Tensor
+    pupil_mean: torch.Tensor
+
     def __init__(self, channels: int = 16) -> None:
         super().__init__()
         self.stem = nn.Conv3d(5, channels, (1, 3, 3), padding=(0, 1, 1))

@@ -78,7 +78,9 @@ def _wait(process: subprocess.Popen[bytes], log: object) -> str:
     raise RuntimeError("sensorium-server did not start within 120 s")
 
 
-def trial(frames: int, shape: tuple[int, int] = (36, 64), seed: int = 0) -> tuple[np.ndarray, ...]:
+def trial(
+    frames: int, shape: tuple[int, int] = (36, 64), seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A trial as clients send it: video (T, H, W) 0..255, behaviour (T, 2), pupil centre (T, 2)."""
     rng = np.random.default_rng(seed)
     coarse = rng.uniform(0, 255, (frames, shape[0] // 4 + 1, shape[1] // 4 + 1))

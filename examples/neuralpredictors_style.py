@@ -91,6 +91,8 @@ class MultiMouse(nn.Module):
 class PerMouse(nn.Module):
     """One mouse of ``MultiMouse`` under the served contract (raw inputs -> (B, T, N))."""
 
+    pupil_mean: torch.Tensor
+
     def __init__(self, model: MultiMouse, mouse: str, pupil_mean: tuple[float, float]) -> None:
         super().__init__()
         self.model, self.mouse = model, mouse
