@@ -394,7 +394,11 @@ def main() -> int:
         servers = {name: Server(repo, logs, name, metrics=name == "L") for name in names}
         try:
             return run(args, servers, ctx, out, seconds)
+        except KeyboardInterrupt:
+            print("interrupted: stopping the clients and servers", flush=True)
+            return 130
         finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: clean up still
             for server in servers.values():
                 server.kill()
             errors = [p for p in logs.iterdir() if "Traceback" in p.read_text()]
@@ -417,9 +421,32 @@ def run(  # noqa: D103
     if not args.mixed:
         jobs.append((churn_process, (everyone,)))
     gate = (ctx.Barrier(len(jobs) + 1), ctx.Event(), ctx.Value("d", 0.0))
-    workers = [ctx.Process(target=f, args=(*a, out, gate, seconds)) for f, a in jobs]
+    workers = [ctx.Process(target=quiet, args=(f, *a, out, gate, seconds)) for f, a in jobs]
     for worker in workers:
         worker.start()
+    try:
+        return measure(args, servers, workers, out, gate, seconds)
+    finally:
+        for worker in workers:  # still running only when the run was cut short
+            if worker.is_alive():
+                worker.terminate()
+                worker.join(10)
+
+
+def quiet(target: Any, *args: Any) -> None:
+    """Run a client process that leaves Ctrl-C to the main process (which stops it)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    target(*args)
+
+
+def measure(  # noqa: D103
+    args: argparse.Namespace,
+    servers: dict[str, Server],
+    workers: list[Any],
+    out: Any,
+    gate: tuple[Any, Any, Any],
+    seconds: float,
+) -> int:
     gate[0].wait(120)
     start = gate[2].value = time.monotonic()
     gate[1].set()
