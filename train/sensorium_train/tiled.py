@@ -36,10 +36,10 @@ from sensorium_train.readouts import GaussianReadout
 
 # Tile size and neurons per entry of each order, chosen on the default model (8,000
 # neurons, an 18 x 32 map). Windows, one frame per step: 1 x 1 tiles of at most 16
-# neurons make a step 0.91 to 0.92 of its time with 2 x 2 tiles of 32 (two step graphs
-# interleaved in one process, 1,300 steps each; 9 pixels per window instead of 16, so
-# less work per neuron, which 4 window pixels serve). Taps, whole clips: 2 x 2 tiles of
-# 32 hold 232 MB alive on a 300-frame clip against 273 MB with 1 x 1 tiles of 16.
+# neurons make a step 0.91 to 0.99 of its time with 2 x 2 tiles of 32, median about
+# 0.93 (ten pairs of step graphs interleaved in one process, 1,300 steps each; 9 pixels
+# per window instead of 16, and a neuron needs 4 of them). Taps, whole clips: 2 x 2
+# tiles of 32 hold 232 MB alive on a 300-frame clip against 273 MB with 1 x 1 tiles of 16.
 SHAPES = {"windows": (1, 16), "taps": (2, 32)}
 
 
