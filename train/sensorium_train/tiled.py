@@ -71,7 +71,9 @@ class TiledReadout(nn.Module):
         super().__init__()
         if order not in SHAPES:
             raise ValueError(f"order must be 'windows' or 'taps', not {order!r}")
-        tile, group = tile or SHAPES[order][0], group or SHAPES[order][1]
+        default_tile, default_group = SHAPES[order]
+        tile = default_tile if tile is None else tile
+        group = default_group if group is None else group
         self.order, self.tile, self.group = order, tile, group
         self.height, self.width = frame_shape
         self.max_shift = float(max_shift)
