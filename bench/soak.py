@@ -193,6 +193,7 @@ class Minutes:
     def _empty() -> dict[str, Any]:
         return {
             "latency": [],
+            "server": [],  # (round trip, server queue, graph run) of each step, ms
             "errors": 0,
             "dropped": 0,
             "frames": 0,
@@ -203,11 +204,11 @@ class Minutes:
         }
 
     def add(self, key: str, value: Any = 1) -> None:
-        """Add ``value`` to ``key`` of the current minute (a latency is appended)."""
+        """Add ``value`` to ``key`` of the current minute (a step's times are appended)."""
         with self.lock:
             self._roll()
-            if key == "latency":
-                self.data["latency"].append(value)
+            if isinstance(self.data[key], list):
+                self.data[key].append(value)
             else:
                 self.data[key] += value
 
@@ -270,7 +271,11 @@ def rig(
                     time.sleep(max(0.0, due - now))
                     sent = time.perf_counter()
                     session.step(video[t], behavior[t], pupil[t])
-                    stats.add("latency", (time.perf_counter() - sent) * 1e3)
+                    took = (time.perf_counter() - sent) * 1e3
+                    stats.add("latency", took)
+                    if session.timing is not None:  # None only if the step's reply had none
+                        timing = session.timing
+                        stats.add("server", (took, timing.queue_ms, timing.compute_ms))
                     stats.add("frames")
                     slot, t = slot + 1, t + 1
                     if t == 300:
@@ -365,11 +370,11 @@ def churn_process(target: str, out: Any, gate: Any, seconds: float) -> None:
 
 
 def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Sum the workers' figures of one minute (latencies concatenated)."""
+    """Sum the workers' figures of one minute (step times concatenated)."""
     total: dict[str, Any] = {}
     for part in parts:
         for key, value in part.items():
-            total[key] = total.get(key, [] if key == "latency" else 0) + value
+            total[key] = total.get(key, [] if isinstance(value, list) else 0) + value
     return total
 
 
@@ -519,6 +524,32 @@ def rss_windows(rss: dict[int, dict[str, float]], minutes: int) -> tuple[str, st
     return label(early), label(late), median(early), median(late)
 
 
+def where_time_went(steps: list[tuple[float, float, float]]) -> list[tuple[str, float, str, None]]:
+    """Server queue and graph-run p99, and the medians of the steps over budget, split.
+
+    Each step's reply says how long it waited for a step thread and how long the graph
+    ran (ONNX Runtime, and taking the GIL back after it); the rest of its round trip
+    is outside those (gRPC, the event loop, the network, the rig's own Python).
+    """
+    if not steps:
+        return []
+    took, queued, ran = np.asarray(steps, dtype=np.float64).T
+    slow = took > BUDGET_MS
+    rows = [
+        ("  server queue p99 (ms)", float(np.percentile(queued, 99)), "", None),
+        ("  graph run p99 (ms)", float(np.percentile(ran, 99)), "", None),
+        ("steps over 33 ms", float(slow.sum()), "", None),
+    ]
+    if slow.any():
+        outside = took[slow] - queued[slow] - ran[slow]
+        rows += [
+            ("  their server queue, median (ms)", float(np.median(queued[slow])), "", None),
+            ("  their graph run, median (ms)", float(np.median(ran[slow])), "", None),
+            ("  their time outside these, median (ms)", float(np.median(outside)), "", None),
+        ]
+    return rows
+
+
 def summary(  # noqa: D103
     args: argparse.Namespace,
     received: dict[int, list[dict[str, Any]]],
@@ -542,6 +573,7 @@ def summary(  # noqa: D103
         ("errors seen by any client", float(total.get("errors", 0)), "0", not total.get("errors")),
         ("dropped frames", float(total.get("dropped", 0)), "0", not total.get("dropped")),
         ("clip throughput (frames/s)", total.get("clip_frames", 0) / (minutes * 60), "", None),
+        *where_time_went(total.get("server", [])),
     ]
     if not args.mixed:
         bad_exit = [d for d in drains if d[2] != 0]

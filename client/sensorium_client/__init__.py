@@ -16,7 +16,7 @@ from sensorium_client.errors import (
     ServerError,
     UnavailableError,
 )
-from sensorium_client.messages import ModelInfo, MouseInfo, StreamInfo
+from sensorium_client.messages import ModelInfo, MouseInfo, ServerTiming, StreamInfo
 from sensorium_client.sdk import Client, StreamSession
 
 __version__ = "0.1.0"
@@ -34,6 +34,7 @@ __all__ = [
     "ResourceExhaustedError",
     "SensoriumError",
     "ServerError",
+    "ServerTiming",
     "StreamInfo",
     "StreamSession",
     "UnavailableError",

@@ -25,7 +25,7 @@ from sensorium_client.errors import (
     from_status,
 )
 from sensorium_client.inputs import as_frames, check_arrays
-from sensorium_client.messages import ModelInfo, StreamInfo
+from sensorium_client.messages import ModelInfo, ServerTiming, StreamInfo
 from sensorium_client.recovery import (
     OPEN_FLOOR_S,
     RECOVERY_S,
@@ -217,6 +217,11 @@ class AsyncStreamSession:
         """What the server said when it opened (or last reattached) the session."""
         assert self.recovery.info is not None
         return self.recovery.info
+
+    @property
+    def timing(self) -> ServerTiming | None:
+        """The server's queue and graph time of the last step answered (None before one)."""
+        return self.recovery.timing
 
     async def _connect(self, first: pb.StreamPredictRequest, within: float) -> None:
         """A new call whose first message is ``first``; raw ``grpc.RpcError`` on failure.

@@ -242,6 +242,27 @@ class StreamInfo:
     latency_frames: int = 0  # replies answer frame t - latency_frames at frame t
 
 
+@dataclass(frozen=True)
+class ServerTiming:
+    """Where the server spent one step's time: what a rig compares with its own clock.
+
+    The step's round trip minus both is what the network, gRPC and the two ends' Python
+    took. ``replayed``: answered from the server's replay buffer after a reconnect (the
+    times are those of the original step).
+    """
+
+    queue_ms: float  # waiting for a step thread
+    compute_ms: float  # running the step graph (with the GIL hand-back after it)
+    frame_index: int
+    replayed: bool = False
+
+
+def server_timing(message: pb.StreamResponses) -> ServerTiming:
+    """The timing part of a ``responses`` reply."""
+    t = message.timing
+    return ServerTiming(t.queue_ms, t.compute_ms, message.frame_index, message.replayed)
+
+
 ORIGINS = {
     pb.STREAM_ORIGIN_NEW: "new",
     pb.STREAM_ORIGIN_RESUMED: "resumed",

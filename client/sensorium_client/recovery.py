@@ -19,7 +19,7 @@ import numpy as np
 from sensorium_api.v1 import predictor_pb2 as pb
 from sensorium_client import messages
 from sensorium_client.errors import UnavailableError
-from sensorium_client.messages import StreamInfo
+from sensorium_client.messages import ServerTiming, StreamInfo
 
 # Seconds a client keeps trying to reattach or move a stream, at most (the server's
 # resume window caps it too).
@@ -49,6 +49,7 @@ class Recovery:
     handoffs: int = 0
     trial_before: int = 1
     history: list[str] = field(default_factory=list)
+    timing: ServerTiming | None = None  # of the last step answered
 
     def open_request(self) -> pb.StreamPredictRequest:
         """The first message of a new session."""
@@ -87,6 +88,7 @@ class Recovery:
         """Follow the trial: frames move it on, a reset starts a new one."""
         kind = reply.WhichOneof("kind")
         if kind == "responses":
+            self.timing = messages.server_timing(reply.responses)
             # A model that answers late (window streaming) says where the trial is.
             sent = reply.responses.frame_index + reply.responses.responses.shape[0]
             self.next_frame = reply.responses.next_frame or sent

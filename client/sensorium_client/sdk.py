@@ -25,7 +25,7 @@ from sensorium_client.errors import (
     from_rpc_error,
 )
 from sensorium_client.inputs import as_frames, check_arrays, normalize_trial
-from sensorium_client.messages import ModelInfo, StreamInfo
+from sensorium_client.messages import ModelInfo, ServerTiming, StreamInfo
 from sensorium_client.recovery import (
     OPEN_FLOOR_S,
     RECOVERY_S,
@@ -284,6 +284,11 @@ class StreamSession:
         """What the server said when it opened (or last reattached) the session."""
         assert self.recovery.info is not None
         return self.recovery.info
+
+    @property
+    def timing(self) -> ServerTiming | None:
+        """The server's queue and graph time of the last step answered (None before one)."""
+        return self.recovery.timing
 
     def _connect(self, first: pb.StreamPredictRequest) -> None:
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()

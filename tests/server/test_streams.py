@@ -158,6 +158,48 @@ def test_sdk_steps_on_through_connection_breaks(resumable: ServerThread) -> None
         proxy.close()
 
 
+def test_sdk_reports_the_server_timing_of_each_step(resumable: ServerThread) -> None:
+    """Each step's server queue and graph time, its frame, and whether it was a replay."""
+    trial = _trial(12)
+    proxy = Proxy(("localhost", resumable.server.port))
+    try:
+        with Client(proxy.address) as client, client.stream(model="tiny") as session:
+            assert session.timing is None
+            for t in range(12):
+                if t == 8:  # the reply to frame 8 is lost: it comes again, from the replay buffer
+                    proxy.swallow_replies()
+                    threading.Timer(0.3, proxy.cut).start()
+                session.step(*(a[t] for a in trial))
+                timing = session.timing
+                assert timing is not None
+                assert timing.frame_index == t
+                assert timing.replayed == (t == 8)
+                assert timing.compute_ms > 0
+                assert timing.queue_ms >= 0
+            session.reset()  # a reset is not a step: the last step's timing stays
+            assert session.timing is timing
+    finally:
+        proxy.close()
+
+    async def steps() -> list[tuple[int, float]]:
+        from sensorium_client import AsyncClient
+
+        async with (
+            AsyncClient(resumable.target) as client,
+            await client.stream(model="tiny") as session,
+        ):
+            seen = []
+            for t in range(3):
+                await session.step(*(a[t] for a in trial))
+                assert session.timing is not None
+                seen.append((session.timing.frame_index, session.timing.compute_ms))
+            return seen
+
+    seen = asyncio.run(steps())
+    assert [frame for frame, _ in seen] == [0, 1, 2]
+    assert all(ms > 0 for _, ms in seen)
+
+
 def test_streams_outlive_connection_age(resumable: ServerThread) -> None:
     """With a 1 s connection age, a 3 s stream and unary calls beside it all succeed."""
     trial = _trial(60)
