@@ -34,6 +34,7 @@ from sensorium_server.sessions import (
 )
 from sensorium_server.settings import Settings
 from sensorium_server.statistics import Statistics
+from sensorium_server.stepping import run_graph
 
 if TYPE_CHECKING:
     from sensorium_server.live import LiveRepository
@@ -207,7 +208,7 @@ class DataPlane:
         loaded, runtime, feeds = clip.model, clip.mouse, clip.feeds
         if self.part_frames(clip) == clip.frames:
             outputs, timing = await self.scheduler.run(
-                lambda: runtime.clip.run(None, feeds), (loaded.name, "clip")
+                lambda: run_graph(runtime.clip, feeds), (loaded.name, "clip")
             )
             yield Part(0, outputs[0], timing)
             return

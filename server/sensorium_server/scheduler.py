@@ -81,6 +81,25 @@ def can_restore_priority() -> bool:
 
 
 _Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
+_current = threading.local()  # .lane: the Lane whose thread this is
+
+
+@contextlib.contextmanager
+def computing() -> Iterator[None]:
+    """The calling lane's OS priority, for the span of one graph run and no longer.
+
+    Wrap only ONNX Runtime's run, which releases the GIL: a thread below normal
+    priority that holds the GIL (binding inputs, copying outputs) can be kept off a
+    busy CPU for tens of ms while every other thread of the server, the event loop
+    and the step threads included, waits for the GIL. Outside a lane's thread
+    (start-up checks, tests) it does nothing.
+    """
+    lane: Lane | None = getattr(_current, "lane", None)
+    if lane is None:
+        yield
+        return
+    with lane.priority():
+        yield
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -131,6 +150,7 @@ class Lane:
         return future
 
     def _serve(self) -> None:
+        _current.lane = self
         while (job := self._jobs.get()) is not None:
             loop, future, work = job
             if future.cancelled():  # its caller went away while it was queued
@@ -153,11 +173,7 @@ class Lane:
 
     @contextlib.contextmanager
     def priority(self) -> Iterator[None]:
-        """The lane's OS priority while ONNX Runtime computes (it releases the GIL then).
-
-        Outside the graph run the thread holds the GIL at times; at a low priority it
-        could then be kept off the CPU while the event loop waits for the GIL.
-        """
+        """The lane's OS priority while ONNX Runtime computes (see :func:`computing`)."""
         if self._priority == "normal" or not can_restore_priority():
             yield
             return
@@ -213,8 +229,7 @@ class Scheduler:
 
         def timed() -> tuple[T, float, float]:
             started = time.perf_counter()
-            with lane.priority():
-                result = work()
+            result = work()  # its graph run alone at the lane's priority: computing()
             return result, started, time.perf_counter()
 
         try:

@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from sensorium_server.errors import InvalidInputError
-from sensorium_server.stepping import StateSpec
+from sensorium_server.stepping import StateSpec, run_graph
 
 INPUTS = ("video", "behavior", "pupil_center")
 COUNT = "window_count"  # state tensor (1, 1): frames the ring holds, 0..W
@@ -91,7 +91,7 @@ class WindowStepper:
                 name: np.ascontiguousarray(ring[:, self.window - count :])
                 for name, ring in zip(INPUTS, rings, strict=True)
             }
-            responses = self.session.run(None, held)[0]
+            responses = run_graph(self.session, held)[0]
             answers.append(responses[:, answer])
         if answers:
             out = np.stack(answers, axis=1)

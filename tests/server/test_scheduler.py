@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 
 import pytest
 
 from sensorium_server.errors import LimitExceededError, UnavailableError
-from sensorium_server.scheduler import Scheduler
+from sensorium_server.scheduler import Scheduler, can_restore_priority, computing
 
 
 def test_close_does_not_wait_past_its_timeout_for_a_graph_still_running() -> None:
@@ -86,3 +87,31 @@ def test_work_whose_caller_went_away_while_queued_never_runs() -> None:
             await scheduler.run(lambda: 4, ("m", "step"))
 
     asyncio.run(after_close())
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="needs Linux scheduling policies")
+def test_a_clip_thread_is_below_normal_priority_only_inside_the_graph_run() -> None:
+    """Holding the GIL at idle priority would stall every thread: only the run is idle."""
+    if not can_restore_priority():
+        pytest.skip("going back to normal priority needs CAP_SYS_NICE here")
+    scheduler = Scheduler(workers=1, max_queue=4, clip_priority="idle")
+    tid = threading.get_native_id
+
+    def work() -> tuple[int, int, int, int]:
+        before = os.sched_getscheduler(tid())
+        with computing():
+            inside = os.sched_getscheduler(tid())
+        after = os.sched_getscheduler(tid())
+        return before, inside, after, threading.get_native_id()
+
+    async def main() -> None:
+        (before, inside, after, worker), _ = await scheduler.run(work, ("m", "clip"))
+        assert (before, inside, after) == (os.SCHED_OTHER, os.SCHED_IDLE, os.SCHED_OTHER)
+        assert worker != threading.get_native_id()  # on the lane's thread
+        step_policies, _ = await scheduler.run(work, ("m", "step"))
+        assert step_policies[:3] == (os.SCHED_OTHER,) * 3  # the step lane stays normal
+
+    asyncio.run(main())
+    with computing():  # outside any lane: nothing changes
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER
+    assert scheduler.close(timeout=5) == 0
