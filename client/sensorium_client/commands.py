@@ -181,7 +181,7 @@ def stream(args: argparse.Namespace) -> int:
         video, behavior, pupil_center, notes = load_trial(args, info)
         if info.streaming_mode == "window":
             notes = [*notes, f"{info.name} {_streams(info)}"]
-        latencies, period = [], 1.0 / args.rate
+        latencies, server, period = [], [], 1.0 / args.rate
         with client.stream(mouse=args.mouse, model=info.name) as session:
             start = time.perf_counter()
             for t in range(video.shape[0]):
@@ -190,8 +190,17 @@ def stream(args: argparse.Namespace) -> int:
                 sent = time.perf_counter()
                 session.step(video[t], behavior[t], pupil_center[t])
                 latencies.append(time.perf_counter() - sent)
+                timing = session.timing
+                server.append((timing.queue_ms, timing.compute_ms) if timing else (0.0, 0.0))
     ms = np.asarray(latencies) * 1e3
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    queued, ran = np.asarray(server).T
+    parts = {"server_queue": queued, "server_compute": ran, "outside_server": ms - queued - ran}
+    split = {
+        f"{name}_p{q}_ms": float(np.percentile(values, q))
+        for name, values in parts.items()
+        for q in (50, 99)
+    }
     late = int((ms > period * 1e3).sum())
     data = {
         "frames": len(ms),
@@ -202,12 +211,18 @@ def stream(args: argparse.Namespace) -> int:
         "p99_ms": p99,
         "max_ms": float(ms.max()),
         "over_budget": late,
+        **split,
     }
     _say(args, notes)
     lines = [
         f"{len(ms)} frames at {args.rate:g} Hz (budget {period * 1e3:.1f} ms/frame)",
         f"latency p50 {p50:.2f} ms  p90 {p90:.2f} ms  p99 {p99:.2f} ms  max {ms.max():.2f} ms",
         f"frames over budget: {late}",
+        "of which, p50 / p99: waiting for a step thread "
+        f"{split['server_queue_p50_ms']:.2f} / {split['server_queue_p99_ms']:.2f} ms, "
+        f"running the graph {split['server_compute_p50_ms']:.2f} / "
+        f"{split['server_compute_p99_ms']:.2f} ms, outside the server (network, gRPC, "
+        f"Python) {split['outside_server_p50_ms']:.2f} / {split['outside_server_p99_ms']:.2f} ms",
     ]
     _emit(args, data, lines)
     return 0

@@ -144,6 +144,12 @@ def test_stream_reports_latency_percentiles(server: ServerThread) -> None:
     data = json.loads(result.stdout)
     assert data["frames"] == 254
     assert 0 < data["p50_ms"] <= data["p99_ms"] <= data["max_ms"]
+    # The round trip split with the server's own figures of each step.
+    assert 0 < data["server_compute_p50_ms"] < data["p50_ms"]
+    assert 0 <= data["server_queue_p50_ms"] < data["p50_ms"]
+    assert 0 < data["outside_server_p50_ms"] < data["p50_ms"]
+    for part in ("server_queue", "server_compute", "outside_server"):
+        assert data[f"{part}_p50_ms"] <= data[f"{part}_p99_ms"]
 
 
 def test_errors_print_one_line_and_exit_non_zero(server: ServerThread, tmp_path: Path) -> None:
