@@ -30,8 +30,9 @@ def run_graph(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> li
     GIL; bound outputs are copied after the run, back at normal priority.
     """
     binding = session.io_binding()
-    for name, array in feeds.items():
-        binding.bind_cpu_input(name, np.ascontiguousarray(array))
+    held = {name: np.ascontiguousarray(array) for name, array in feeds.items()}
+    for name, array in held.items():  # held until the run is over: the binding reads them
+        binding.bind_cpu_input(name, array)
     for output in session.get_outputs():
         binding.bind_output(output.name, "cpu")
     with computing():
@@ -127,8 +128,9 @@ class Stepper:
     def run(self, inputs: dict[str, np.ndarray], state: State) -> tuple[np.ndarray, State]:
         """Step: frames ``inputs`` (host arrays) and ``state`` -> responses (host), new state."""
         binding = self.session.io_binding()
-        for name, array in inputs.items():
-            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        held = {name: np.ascontiguousarray(array) for name, array in inputs.items()}
+        for name, array in held.items():  # held until the run is over: the binding reads them
+            binding.bind_cpu_input(name, array)
         for spec, value in zip(self.specs, state, strict=True):
             binding.bind_ortvalue_input(spec.input, value)
         binding.bind_output(self.responses, "cpu")
