@@ -120,6 +120,7 @@ def _export(
     input_names: list[str],
     output_names: list[str],
     arg_shapes: tuple[object, ...],
+    elu: bool = False,
 ) -> None:
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
@@ -134,7 +135,7 @@ def _export(
             optimize=True,
             external_data=False,
         )
-    rewrite(path)
+    rewrite(path, elu=elu)
 
 
 def export_clip(model: MouseModel, path: Path, readout: str = "tiled") -> None:
@@ -164,7 +165,7 @@ def export_step(model: MouseModel, path: Path, readout: str = "tiled") -> list[s
     outputs = ["responses", *(f"new_{n}" for n in state_names)]
     with torch.no_grad():
         graph = StepGraph(model, readout)
-        _export(graph, inputs, path, [*INPUTS, *state_names], outputs, arg_shapes)
+        _export(graph, inputs, path, [*INPUTS, *state_names], outputs, arg_shapes, elu=True)
     return state_names
 
 

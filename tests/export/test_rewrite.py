@@ -1,4 +1,4 @@
-"""The Softplus rewrite computes what ONNX Runtime's Softplus does."""
+"""The Softplus and Elu rewrites compute what ONNX Runtime's kernels do."""
 
 from __future__ import annotations
 
@@ -48,3 +48,31 @@ def test_graphs_without_softplus_are_left_as_they_are(tmp_path: Path) -> None:
     written = path.read_bytes()
     assert rewrite(path) == 0
     assert path.read_bytes() == written
+
+
+def test_elu_rewrite_matches_the_kernel_and_is_only_done_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "elu.onnx"
+    _graph(path, "Elu")
+    x = np.concatenate([np.linspace(-100, 100, 20001), [-1e30, 1e30, 0.0, -1e-8, 1e-8]])
+    x = x.astype(np.float32)
+    before = _run(path, x)
+    assert rewrite(path) == 0  # whole-clip graphs keep their ELUs
+    assert rewrite(path, elu=True) == 1
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert ops == ["Min", "Exp", "Sub", "Max"]
+    after = _run(path, x)
+    assert np.isfinite(after).all()
+    assert np.abs(after - before).max() <= 1e-6
+    assert np.array_equal(after[x >= 0], x[x >= 0])  # the positive side is x itself
+
+
+def test_an_elu_with_another_alpha_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "elu2.onnx"
+    graph = helper.make_graph(
+        [helper.make_node("Elu", ["x"], ["y"], name="f", alpha=0.5)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), str(path))
+    assert rewrite(path, elu=True) == 0
