@@ -6,7 +6,7 @@ CONSTRAINTS := constraints/ci.txt
 BUF_VERSION := 1.75.0
 DEMO_DIR := build/demo
 
-.PHONY: help venv run deploy-check image-check image image-smoke synth-small bench-serving bench-scoring bench-soak bench-mixed bench-window fuzz synth-default default-model bench-streaming test lint format protos protos-check buf-lint client-only ci clean
+.PHONY: help venv run deploy-check image-check image image-smoke synth-small bench-serving bench-scoring bench-soak bench-mixed bench-window bench-ab fuzz synth-default default-model bench-streaming test lint format protos protos-check buf-lint client-only ci clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -57,6 +57,10 @@ bench-mixed: venv  ## 8 rig streams while clips loop on the same server (streams
 
 bench-window: venv  ## per-frame cost of streaming by window (clip-only models) vs by step graph
 	$(BIN)/python bench/window_cost.py
+
+bench-ab: venv  ## is step graph B faster than A? make bench-ab A=old/step.onnx B=new/step.onnx
+	@test -n "$(A)" -a -n "$(B)" || { echo "usage: make bench-ab A=old/step.onnx B=new/step.onnx"; exit 2; }
+	$(BIN)/python bench/graph_ab.py "$(A)" "$(B)"
 
 bench-scoring: venv  ## scoring throughput through the server vs PyTorch eager (needs build/synth)
 	$(BIN)/python bench/scoring.py
