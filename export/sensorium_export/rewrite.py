@@ -49,10 +49,13 @@ def _softplus(node: onnx.NodeProto, zero: str, one: str) -> list[onnx.NodeProto]
 
 def _elu(node: onnx.NodeProto, zero: str, one: str) -> list[onnx.NodeProto]:
     x, y, n = node.input[0], node.output[0], node.name or node.output[0]
-    steps = [("Min", [x, zero], "negative"), ("Exp", [f"{n}/negative"], "exp")]
+    steps = [
+        ("Min", [x, zero], "negative"),
+        ("Exp", [f"{n}/negative"], "exp"),
+        ("Sub", [f"{n}/exp", one], "expm1"),
+    ]
     nodes = [helper.make_node(op, ins, [f"{n}/{out}"], name=f"{n}/{out}") for op, ins, out in steps]
-    less = helper.make_node("Sub", [f"{n}/exp", one], [f"{n}/expm1"], name=f"{n}/expm1")
-    return [*nodes, less, helper.make_node("Max", [x, f"{n}/expm1"], [y], name=f"{n}/max")]
+    return [*nodes, helper.make_node("Max", [x, f"{n}/expm1"], [y], name=f"{n}/max")]
 
 
 def _rewritten(node: onnx.NodeProto, elu: bool) -> bool:

@@ -81,25 +81,22 @@ def can_restore_priority() -> bool:
 
 
 _Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
-_current = threading.local()  # .lane: the Lane whose thread this is
+_current = threading.local()  # .lane: the Lane below normal priority whose thread this is
+_AS_IS = contextlib.nullcontext()
 
 
-@contextlib.contextmanager
-def computing() -> Iterator[None]:
+def computing() -> contextlib.AbstractContextManager[None]:
     """The calling lane's OS priority, for the span of one graph run and no longer.
 
     Wrap only ONNX Runtime's run, which releases the GIL: a thread below normal
     priority that holds the GIL (binding inputs, copying outputs) can be kept off a
     busy CPU for tens of ms while every other thread of the server, the event loop
-    and the step threads included, waits for the GIL. Outside a lane's thread
-    (start-up checks, tests) it does nothing.
+    and the step threads included, waits for the GIL. On a normal-priority lane (the
+    step lane: every stream step) and outside any lane (start-up checks, tests) it is
+    a shared no-op.
     """
     lane: Lane | None = getattr(_current, "lane", None)
-    if lane is None:
-        yield
-        return
-    with lane.priority():
-        yield
+    return _AS_IS if lane is None else lane.priority()
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -150,7 +147,7 @@ class Lane:
         return future
 
     def _serve(self) -> None:
-        _current.lane = self
+        _current.lane = None if self._priority == "normal" else self
         while (job := self._jobs.get()) is not None:
             loop, future, work = job
             if future.cancelled():  # its caller went away while it was queued

@@ -30,14 +30,18 @@ def run_graph(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> li
     GIL; bound outputs are copied after the run, back at normal priority.
     """
     binding = session.io_binding()
-    held = {name: np.ascontiguousarray(array) for name, array in feeds.items()}
-    for name, array in held.items():  # held until the run is over: the binding reads them
-        binding.bind_cpu_input(name, array)
+    _bind_cpu_inputs(binding, feeds)
     for output in session.get_outputs():
         binding.bind_output(output.name, "cpu")
     with computing():
         session.run_with_iobinding(binding)
     return [value.numpy() for value in binding.get_outputs()]
+
+
+def _bind_cpu_inputs(binding: ort.IOBinding, arrays: dict[str, np.ndarray]) -> None:
+    """Bind host arrays as inputs (ONNX Runtime keeps them alive until the run)."""
+    for name, array in arrays.items():
+        binding.bind_cpu_input(name, np.ascontiguousarray(array))
 
 
 def _zeros(shape: tuple[int, ...]) -> np.ndarray:
@@ -128,9 +132,7 @@ class Stepper:
     def run(self, inputs: dict[str, np.ndarray], state: State) -> tuple[np.ndarray, State]:
         """Step: frames ``inputs`` (host arrays) and ``state`` -> responses (host), new state."""
         binding = self.session.io_binding()
-        held = {name: np.ascontiguousarray(array) for name, array in inputs.items()}
-        for name, array in held.items():  # held until the run is over: the binding reads them
-            binding.bind_cpu_input(name, array)
+        _bind_cpu_inputs(binding, inputs)
         for spec, value in zip(self.specs, state, strict=True):
             binding.bind_ortvalue_input(spec.input, value)
         binding.bind_output(self.responses, "cpu")
