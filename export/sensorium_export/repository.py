@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -26,8 +27,11 @@ from sensorium_export.graphs import (
     export_clip,
     export_step,
 )
-from sensorium_export.parity import ParityResult, check_parity, check_previous
+from sensorium_export.parity import ParityResult, check_parity, check_previous, check_ring
+from sensorium_export.ring import NoRingError, write_ring
 from sensorium_train.model import MouseModel, SensoriumModel, summarize
+
+logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT = "sensorium-serve model v1"
@@ -181,6 +185,13 @@ def _build(
                 (old / "clip.onnx", old / "step.onnx"), clip, step, cases, zero
             )
         graphs = {"clip": f"mice/{mouse}/clip.onnx", "step": f"mice/{mouse}/step.onnx"}
+        try:
+            write_ring(step, graph_dir / "ring.onnx")
+        except NoRingError as err:  # streams then step the step graph
+            logger.warning("%s: no ring graph (%s)", mouse, err)
+        else:
+            results += check_ring(graph_dir / "ring.onnx", step, cases)
+            graphs["ring"] = f"mice/{mouse}/ring.onnx"
         mice.append(
             {
                 "mouse": mouse,

@@ -57,6 +57,7 @@ class MouseGraphs:
     neuron_ids: list[int]
     clip: Path
     step: Path | None
+    ring: Path | None = None  # the step graph as a ring graph (server/sensorium_server/ring.py)
 
 
 STREAMING_MODES = ("state", "window", "none")
@@ -219,12 +220,19 @@ def read_version(path: str | Path) -> ModelVersion:
                 f"{path / MANIFEST}: {entry['mouse']} lists {len(entry['neuron_ids'])} neuron "
                 f"ids for {entry['neuron_count']} neurons"
             )
+        ring = entry.get("graphs", {}).get("ring")
+        if ring is not None and (ring not in manifest["files"] or "step" not in graphs):
+            raise RepositoryError(
+                f"{path / MANIFEST}: ring graph of {entry.get('mouse')} is not in 'files' "
+                "or has no step graph"
+            )
         mice[entry["mouse"]] = MouseGraphs(
             entry["mouse"],
             int(entry["neuron_count"]),
             list(entry["neuron_ids"]),
             graphs["clip"],
             graphs.get("step"),
+            None if ring is None else path / ring,
         )
     return ModelVersion(
         manifest["name"], manifest["version"], path, manifest, digest, mice, streaming

@@ -28,6 +28,7 @@ from sensorium_server.repository import (
     list_versions,
     read_version,
 )
+from sensorium_server.ring import RingStepper
 from sensorium_server.scheduler import lower_priority
 from sensorium_server.settings import Settings, parse_version_policy
 from sensorium_server.stepping import State, StateSpec, Stepper
@@ -244,8 +245,10 @@ def _streaming(
 ) -> tuple[Stepper | WindowStepper | None, Stepper | None]:
     """What steps streams of a mouse, and what runs long clips in chunks."""
     if streaming.mode == "state" and graphs.step is not None:
+        streams = graphs.ring if graphs.ring is not None and settings.ring else graphs.step
+        stepper = RingStepper if streams == graphs.ring else Stepper
         return (
-            Stepper(_open(graphs.step, settings, settings.intra_op_threads), states),
+            stepper(_open(streams, settings, settings.intra_op_threads), states),
             Stepper(
                 _open(graphs.step, settings, settings.clip_threads, settings.clip_priority),
                 states,

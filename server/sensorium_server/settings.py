@@ -52,6 +52,8 @@ class Settings:
     # or "normal" (the same as steps).
     clip_priority: str = "idle"
     intra_op_threads: int = 1  # ONNX Runtime threads per streaming step (small, latency-bound)
+    # Step streams with a version's ring graph where it has one (state updated in place).
+    ring: bool = True
     clip_threads: int = 0  # ONNX Runtime threads per whole-clip inference (0: one per core)
     # Clips longer than this run as chunks of the step graph (exact): for the default
     # model, 1.4 instead of 3.7 GB peak per 300-frame clip and no slower (0: always
@@ -148,6 +150,8 @@ HELP = {
     "clip_workers": "inference threads for Predict clips and clip chunks",
     "clip_priority": "OS priority of clip threads: idle (SCHED_IDLE), low (nice 19), normal",
     "intra_op_threads": "ONNX Runtime threads per stream step",
+    "ring": "step streams with a version's ring graph where it has one (state written in "
+    "place; --no-ring: the step graph)",
     "clip_threads": "ONNX Runtime threads per clip (0: one per core)",
     "clip_chunk_frames": "clips longer than this run through the step graph in chunks (0: never)",
     "max_queue": "inferences waiting or running per lane before RESOURCE_EXHAUSTED",
