@@ -61,7 +61,8 @@ def test_ring_steps_answer_and_hold_what_the_step_graph_does(tiny_version: Path)
     responses, state = step.run(_part(frames, 40, 43), state)
     answered, _ = ring.run(_part(frames, 40, 43), rings)
     assert answered.shape == responses.shape == (1, 3, 40)
-    assert _relative(np.concatenate([*got, answered], 1), np.concatenate([*expected, responses], 1)) < 1e-5
+    together = np.concatenate([*got, answered], 1)
+    assert _relative(together, np.concatenate([*expected, responses], 1)) < 1e-5
     # The ring read in order is the step graph's state: a snapshot of either continues on the other.
     for mine, theirs in zip(ring.arrays(rings), step.arrays(state), strict=True):
         assert mine.shape == theirs.shape
