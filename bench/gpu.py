@@ -24,6 +24,7 @@ import onnxruntime as ort
 from served import ROOT, ServerProcess, ramp, trial
 
 from sensorium_client import Client
+from sensorium_server.ring import RingStepper
 from sensorium_server.stepping import StateSpec, Stepper
 
 STREAM_P99_MS = 10.0
@@ -40,7 +41,11 @@ def providers(kind: str) -> list[str]:
 
 
 def in_process(version: Path, kind: str, steps: int) -> dict[str, float]:
-    """Step p50/p99 (ms): state bound on the device vs host numpy state, interleaved."""
+    """Step p50/p99 (ms), interleaved: ring graph, step graph bound, step graph on host.
+
+    Ring: the state written in place on the device; bound: the step graph's state
+    kept on the device; host: numpy state in and out.
+    """
     manifest = json.loads((version / "manifest.json").read_text())
     step_path = version / manifest["mice"][0]["graphs"]["step"]
     specs = [StateSpec(s["input"], s["output"], tuple(s["shape"])) for s in manifest["state"]]
@@ -48,6 +53,13 @@ def in_process(version: Path, kind: str, steps: int) -> dict[str, float]:
     options.intra_op_num_threads = 1  # as the server runs steps (--intra-op-threads)
     session = ort.InferenceSession(str(step_path), options, providers=providers(kind))
     stepper = Stepper(session, specs)
+    graphs = manifest["mice"][0]["graphs"]
+    ring = None
+    if "ring" in graphs:
+        opened = ort.InferenceSession(
+            str(version / graphs["ring"]), options, providers=providers(kind)
+        )
+        ring = RingStepper(opened, specs)
     video, behavior, pupil = trial(300)
     frames = [
         {
@@ -59,9 +71,15 @@ def in_process(version: Path, kind: str, steps: int) -> dict[str, float]:
     ]
     bound, host = stepper.initial_state(), [np.zeros((1, *s.shape), np.float32) for s in specs]
     names = [s.input for s in specs]
-    times: dict[str, list[float]] = {"bound": [], "host": []}
+    times: dict[str, list[float]] = {"bound": [], "host": [], **({"ring": []} if ring else {})}
+    rings = ring.initial_state() if ring else None
     for i in range(steps + 50):
         feeds = frames[i % 300]
+        if ring is not None and rings is not None:
+            start = time.perf_counter()
+            ring.run(feeds, rings)
+            if i >= 50:
+                times["ring"].append((time.perf_counter() - start) * 1e3)
         start = time.perf_counter()
         _, bound = stepper.run(feeds, bound)
         middle = time.perf_counter()

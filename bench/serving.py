@@ -39,38 +39,33 @@ from served import (
     streams_at_rate,
     trial,
 )
-from step_cost import session
+from step_cost import steppers_of
 from streaming_budget import random_model, timed
 
 from sensorium_client import Client
 from sensorium_export.repository import write_version
 
 
-def in_process_step(step_path: Path, steps: int) -> list[float]:
-    """Ms per ONNX Runtime step (k = 1, one thread), no server in between."""
-    step = session(step_path, 1)
-    names = [i.name for i in step.get_inputs()]
-    state = [np.zeros([1, *i.shape[1:]], np.float32) for i in step.get_inputs()[3:]]
+def in_process_step(version: Path, steps: int) -> list[float]:
+    """Ms per step (k = 1, one thread) as the server steps a stream, no server in between.
+
+    The ring graph (``RingStepper``) where the version has one, as the server uses it.
+    """
+    both = steppers_of(version)
+    stepper = both.get("ring graph", both["step graph"])
+    state = stepper.initial_state()
     video, behavior, pupil = trial(300)
     times = []
     for i in range(steps + 50):
         t = i % 300
-        feed = dict(
-            zip(
-                names[:3],
-                [
-                    video[None, t : t + 1].astype(np.float32),
-                    behavior[None, t : t + 1],
-                    pupil[None, t : t + 1],
-                ],
-                strict=True,
-            )
-        )
-        feed.update(zip(names[3:], state, strict=True))
+        frame = {
+            "video": video[None, t : t + 1].astype(np.float32),
+            "behavior": behavior[None, t : t + 1],
+            "pupil_center": pupil[None, t : t + 1],
+        }
         start = time.perf_counter()
-        out = step.run(None, feed)
+        state = stepper.run(frame, state)[1]
         times.append((time.perf_counter() - start) * 1e3)
-        state = out[1:]
     return times[50:]
 
 
@@ -133,15 +128,14 @@ def run_all(
     target: str, server: ServerProcess, twin: torch.nn.Module, repo: Path, args: argparse.Namespace
 ) -> list[tuple[str, float, str, bool | None]]:
     """Every measurement, in one run, as table rows."""
-    step_path = next((repo / "sensorium" / "1").rglob("step.onnx"))
-    local = in_process_step(step_path, args.steps)
+    local = in_process_step(repo / "sensorium" / "1", args.steps)
     remote = single_stream(target, args.steps)
     local_p50 = statistics.median(local)
     p50, p99 = float(np.percentile(remote, 50)), float(np.percentile(remote, 99))
     rows: list[tuple[str, float, str, bool | None]] = [
         ("single stream, 1 frame/message: end-to-end p50 (ms)", p50, "<= 4", p50 <= 4),
         ("single stream, 1 frame/message: end-to-end p99 (ms)", p99, "<= 8", p99 <= 8),
-        ("in-process ONNX Runtime step, 1 thread: p50 (ms)", local_p50, "", None),
+        ("in-process step as served (ring graph), 1 thread: p50 (ms)", local_p50, "", None),
         ("  overhead of the server, p50 (ms)", p50 - local_p50, "<= 1", p50 - local_p50 <= 1),
         (
             "  ratio served / in-process step, p50",

@@ -6,6 +6,7 @@ median of interleaved rounds, so that drift on a shared machine hits all alike.
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from pathlib import Path
@@ -13,6 +14,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+
+from sensorium_server.ring import RingStepper
+from sensorium_server.stepping import StateSpec, Stepper
 
 MATMUL_SIZE = 2048
 STEP_TO_MATMUL = 120  # budget: a step costs at most 1/120 of a 1-thread 2048^3 sgemm
@@ -88,3 +92,47 @@ def batching_curve(step: Path, batches: tuple[int, ...] = (1, 2, 4, 8, 16)) -> d
         for b in batches:
             per_stream[b].append(_round(stepper, feeds[b], max(20, 200 // b)) / b)
     return {b: statistics.median(values) for b, values in per_stream.items()}
+
+
+def steppers_of(version: Path) -> dict[str, Stepper]:
+    """The version's step graph and ring graph as the server steps them (1 thread)."""
+    manifest = json.loads((version / "manifest.json").read_text())
+    specs = [StateSpec(s["input"], s["output"], tuple(s["shape"])) for s in manifest["state"]]
+    graphs = manifest["mice"][0]["graphs"]
+    steppers = {"step graph": Stepper(session(version / graphs["step"]), specs)}
+    if "ring" in graphs:
+        steppers["ring graph"] = RingStepper(session(version / graphs["ring"]), specs)
+    return steppers
+
+
+def served_steps(
+    version: Path, gap_s: float = 0.0, rounds: int = 7, calls: int = 100
+) -> dict[str, float]:
+    """Median ms of one stream step as the server runs it, step graph against ring graph.
+
+    The state is fed back (the ring written in place), the two interleaved round by
+    round; ``gap_s`` of idle before each step (0.03: a 30 Hz rig's pace, where a step
+    finds its core's caches cold).
+    """
+    steppers = steppers_of(version)
+    frame_shape = next(iter(steppers.values())).session.get_inputs()[0].shape[2:]
+    rng = np.random.default_rng(0)
+    inputs = {
+        "video": rng.uniform(0, 255, (1, 1, *frame_shape)).astype(np.float32),
+        "behavior": rng.uniform(0, 10, (1, 1, 2)).astype(np.float32),
+        "pupil_center": rng.normal(0, 3, (1, 1, 2)).astype(np.float32),
+    }
+    states = {label: s.initial_state() for label, s in steppers.items()}
+    medians: dict[str, list[float]] = {label: [] for label in steppers}
+    for round_ in range(rounds):
+        order = list(steppers) if round_ % 2 == 0 else list(reversed(steppers))
+        for label in order:
+            stepper, times = steppers[label], []
+            for _ in range(calls):
+                if gap_s:
+                    time.sleep(gap_s)
+                start = time.perf_counter()
+                states[label] = stepper.run(inputs, states[label])[1]
+                times.append((time.perf_counter() - start) * 1e3)
+            medians[label].append(statistics.median(times))
+    return {label: statistics.median(values) for label, values in medians.items()}

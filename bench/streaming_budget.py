@@ -9,7 +9,9 @@ Targets (issue 4): causal with a temporal receptive field >= 20 frames; state <=
 per stream; step (k = 1) p50 <= 3 ms and p99 <= 6 ms; streaming >= 10x cheaper per
 frame than recomputing the receptive-field window; whole 300-frame clip >= 1.5x
 faster in ONNX Runtime than in PyTorch eager. Issue 15: the step (1 thread) at most
-1/120 of a 1-thread 2048^3 float32 matmul timed in the same run; the tiled readout
+1/120 of a 1-thread 2048^3 float32 matmul timed in the same run, judged on the step
+as the server runs it (the ring graph, state fed back; beside it the step graph, and
+both again with 30 ms idle before each step, as a 30 Hz rig steps); the tiled readout
 against grid sampling on the same weights; per-stream cost of B streams per call.
 Absolute times count only on the machine they were measured on; ratios travel.
 """
@@ -28,7 +30,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from step_cost import STEP_TO_MATMUL, batching_curve, interleaved, matmul_1thread_ms, session
+from step_cost import (
+    STEP_TO_MATMUL,
+    batching_curve,
+    interleaved,
+    matmul_1thread_ms,
+    served_steps,
+    session,
+)
 from torch.utils.flop_counter import FlopCounterMode
 
 from sensorium_export.graphs import INPUTS, example_inputs
@@ -38,6 +47,7 @@ from sensorium_train.model import MouseSpec, SensoriumModel, summarize
 from sensorium_train.train import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
+RIG_GAP_S = 0.03  # a 30 Hz rig's pace between steps
 
 
 def random_model(neurons: int) -> SensoriumModel:
@@ -104,7 +114,7 @@ def main() -> int:
         _progress(f"timing {args.steps} stream steps at 1 and 2 threads, windows, whole clips")
         rows = measure(mouse, summary.receptive_field, clip_path, step_path, args.steps)
         _progress("measuring the compute floor (1-thread sgemm) and graph forms")
-        rows += floor_rows(step_path, next(grid.rglob("step.onnx")))
+        rows += floor_rows(version, next(grid.rglob("step.onnx")))
     flops = step_flops(mouse)
     peak = cpu_peak_gflops()
     print(f"\ndefault architecture, {neurons} neurons, {summary.parameters:,} parameters")
@@ -112,7 +122,7 @@ def main() -> int:
         f"FLOPs per frame (step, k=1): {flops / 1e6:.1f} MFLOP; this CPU's dense matmul peak "
         f"{peak:.0f} GFLOP/s -> compute floor {flops / peak / 1e6:.3f} ms per frame\n"
     )
-    print(f"{'figure':52s} {'measured':>12s} {'target':>12s}  ok")
+    print(f"{'figure':62s} {'measured':>12s} {'target':>12s}  ok")
     table = [
         (
             "causal temporal receptive field (frames)",
@@ -129,31 +139,54 @@ def main() -> int:
         *rows,
     ]
     for label, value, target, ok in table:
-        print(f"{label:52s} {value:12.3f} {target:>12s}  {'yes' if ok else 'NO'}")
+        print(f"{label:62s} {value:12.3f} {target:>12s}  {'yes' if ok else 'NO'}")
     return 0 if all(row[3] for row in table) else 1
 
 
-def floor_rows(step: Path, grid_step: Path) -> list[tuple[str, float, str, bool]]:
-    """The step against the 1-thread matmul (same run), the readout forms, batching."""
-    default = next((ROOT / "models" / "sensorium" / "1").rglob("step.onnx"))
+def floor_rows(version: Path, grid_step: Path) -> list[tuple[str, float, str, bool]]:
+    """The step against the 1-thread matmul (same run), the graph forms, batching.
+
+    The budget is judged on the step streams take in the server: the ring graph
+    (``RingStepper``) where a version has one, its state written in place.
+    """
+    step = next(version.rglob("step.onnx"))
+    default_version = ROOT / "models" / "sensorium" / "1"
+    default = next(default_version.rglob("step.onnx"))
     forms = interleaved({"tiled": step, "grid": grid_step, "default": default})
+    served = served_steps(version)
+    served_default = served_steps(default_version)
+    rig = served_steps(version, gap_s=RIG_GAP_S, calls=15)
     matmul = matmul_1thread_ms()
-    ratio = matmul / forms["tiled"]
+    streamed = served.get("ring graph", served["step graph"])
+    streamed_default = served_default.get("ring graph", served_default["step graph"])
+    ratio, ratio_default = matmul / streamed, matmul / streamed_default
     curve = batching_curve(step)
     gain = 1 - curve[max(curve)] / curve[1]
+    budget = f">= {STEP_TO_MATMUL}"
     rows = [
         ("1-thread 2048^3 float32 matmul (ms)", matmul, "", True),
-        ("step k=1, 1 thread, tiled readout: p50 (ms)", forms["tiled"], "", True),
-        ("  ratio matmul / step", ratio, f">= {STEP_TO_MATMUL}", ratio >= STEP_TO_MATMUL),
-        ("step k=1, 1 thread, grid-sampling readout: p50 (ms)", forms["grid"], "", True),
+        ("stream step as served, ring graph: p50 (ms)", streamed, "", True),
+        ("  ratio matmul / step", ratio, budget, ratio >= STEP_TO_MATMUL),
+        ("stream step as served, step graph: p50 (ms)", served["step graph"], "", True),
+        ("  ratio ring / step graph", streamed / served["step graph"], "", True),
+        (
+            f"  the same, {RIG_GAP_S * 1e3:.0f} ms idle before each step: ring (ms)",
+            rig.get("ring graph", rig["step graph"]),
+            "",
+            True,
+        ),
+        ("  ... step graph (ms)", rig["step graph"], "", True),
+        ("step graph k=1, 1 thread, tiled readout, plain run: p50 (ms)", forms["tiled"], "", True),
+        ("step graph k=1, 1 thread, grid-sampling readout: p50 (ms)", forms["grid"], "", True),
         ("  ratio grid / tiled", forms["grid"] / forms["tiled"], "", True),
-        ("step k=1, 1 thread, the embedded default model (ms)", forms["default"], "", True),
+        ("the embedded default model, as served: p50 (ms)", streamed_default, "", True),
         (
             "  ratio matmul / default-model step",
-            matmul / forms["default"],
-            f">= {STEP_TO_MATMUL}",
-            matmul / forms["default"] >= STEP_TO_MATMUL,
+            ratio_default,
+            budget,
+            ratio_default >= STEP_TO_MATMUL,
         ),
+        ("the embedded default model, step graph plain run (ms)", forms["default"], "", True),
     ]
     rows += [
         (f"per-stream step cost, {b} streams per call (ms)", ms, "", True)
