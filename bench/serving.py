@@ -9,7 +9,9 @@ holds, so that the SDK's predict (PredictChunks for a 300-frame clip) is compare
 PyTorch eager on the same weights.
 
 Targets: single stream, one frame per message, end-to-end p50 <= 4 ms, p99 <= 8 ms,
-p50 overhead over the in-process ONNX Runtime step <= 1 ms; 8 streams at 30 Hz:
+p50 overhead over the in-process step (as the server steps: the ring graph) <= 1 ms,
+beside the round trip of a bare gRPC stream with the same message sizes and no work
+(``echo.py``: the transport's own floor on this machine); 8 streams at 30 Hz:
 p99 <= 33 ms, no errors, no dropped frames; the SDK's predict of a 300-frame clip >= 1.5x
 faster than PyTorch eager in-process; server RSS with 8 streams <= 1 GB. Issue 15:
 served single stream p50 <= 1.3x the in-process step; >= 24 streams at 30 Hz with
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from echo import transport_floor
 from served import (
     FRAME_BUDGET_MS,
     ROOT,
@@ -117,10 +120,10 @@ def main() -> int:
             rows = run_all(target, server, twin.mouse("bench-mouse"), repo, args)
         finally:
             server.stop()
-    print(f"\n{'figure':58s} {'measured':>10s} {'target':>10s}  ok")
+    print(f"\n{'figure':62s} {'measured':>10s} {'target':>10s}  ok")
     for label, value, target_text, ok in rows:
         flag = "" if ok is None else ("yes" if ok else "NO")
-        print(f"{label:58s} {value:10.2f} {target_text:>10s}  {flag}")
+        print(f"{label:62s} {value:10.2f} {target_text:>10s}  {flag}")
     return 0 if all(r[3] is not False for r in rows) else 1
 
 
@@ -130,6 +133,7 @@ def run_all(
     """Every measurement, in one run, as table rows."""
     local = in_process_step(repo / "sensorium" / "1", args.steps)
     remote = single_stream(target, args.steps)
+    floor = statistics.median(transport_floor(args.steps))
     local_p50 = statistics.median(local)
     p50, p99 = float(np.percentile(remote, 50)), float(np.percentile(remote, 99))
     rows: list[tuple[str, float, str, bool | None]] = [
@@ -137,6 +141,8 @@ def run_all(
         ("single stream, 1 frame/message: end-to-end p99 (ms)", p99, "<= 8", p99 <= 8),
         ("in-process step as served (ring graph), 1 thread: p50 (ms)", local_p50, "", None),
         ("  overhead of the server, p50 (ms)", p50 - local_p50, "<= 1", p50 - local_p50 <= 1),
+        ("  bare gRPC stream round trip, same message sizes: p50 (ms)", floor, "", None),
+        ("  overhead beyond the bare round trip, p50 (ms)", p50 - local_p50 - floor, "", None),
         (
             "  ratio served / in-process step, p50",
             p50 / local_p50,
