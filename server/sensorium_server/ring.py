@@ -37,6 +37,13 @@ class RingState(list[ort.OrtValue]):
         self.steps = 0
 
 
+def _touched_zeros(slots: int, spec: StateSpec) -> np.ndarray:
+    """A zero ring whose pages are in memory (``np.zeros`` maps them lazily)."""
+    ring = np.empty((slots, 1, spec.shape[0], *spec.shape[2:]), np.float32)
+    ring.fill(0.0)
+    return ring
+
+
 class RingStepper(Stepper):
     """A ring graph (one frame of one stream) with the interface of :class:`Stepper`."""
 
@@ -60,16 +67,16 @@ class RingStepper(Stepper):
         self.period = math.lcm(*self.slots)  # the step count, kept small
 
     def initial_state(self, batch: int = 1) -> State:
-        """Zero rings of a new trial: a stream's own (written in place as it steps).
+        """Zero rings of a new trial: a stream's own, written in place as it steps.
 
-        The zero pages are mapped lazily: the step thread touches a frame's pages as
-        it writes it.
+        Their pages are touched here (by the caller: the event loop at open or reset),
+        not by the step thread's first steps, which would wait on the kernel's memory
+        lock behind clip threads at idle priority (``test_predict.py``).
         """
         if batch != 1:
             raise ValueError("a ring graph steps one stream (batch 1)")
         host = [
-            np.zeros((slots, 1, spec.shape[0], *spec.shape[2:]), np.float32)
-            for slots, spec in zip(self.slots, self.specs, strict=True)
+            _touched_zeros(slots, spec) for slots, spec in zip(self.slots, self.specs, strict=True)
         ]
         return RingState([self._device(a) for a in host], host if self.device == "cpu" else [])
 
@@ -80,7 +87,8 @@ class RingStepper(Stepper):
         """State in the step graph's form (1, C, T, H, W) per state, as rings."""
         host = []
         for array, slots in zip(arrays, self.slots, strict=True):
-            ring = np.zeros((slots, 1, array.shape[1], *array.shape[3:]), np.float32)
+            ring = np.empty((slots, 1, array.shape[1], *array.shape[3:]), np.float32)
+            ring[slots - 1] = 0.0
             ring[: slots - 1, 0] = np.moveaxis(array[0], 1, 0)  # oldest first, slot 0 on
             host.append(ring)
         return RingState([self._device(a) for a in host], host if self.device == "cpu" else [])
