@@ -106,15 +106,21 @@ def steppers_of(version: Path) -> dict[str, Stepper]:
 
 
 def served_steps(
-    version: Path, gap_s: float = 0.0, rounds: int = 7, calls: int = 100
+    versions: dict[str, Path], gap_s: float = 0.0, rounds: int = 7, calls: int = 100
 ) -> dict[str, float]:
-    """Median ms of one stream step as the server runs it, step graph against ring graph.
+    """Median ms of one stream step as the server runs it, per version and graph form.
 
-    The state is fed back (the ring written in place), the two interleaved round by
-    round; ``gap_s`` of idle before each step (0.03: a 30 Hz rig's pace, where a step
-    finds its core's caches cold).
+    Keys are "<label> step graph" and "<label> ring graph". The state is fed back
+    (the ring written in place); every stepper is timed in every round, in an order
+    that reverses from round to round, so drift hits all alike; ``gap_s`` of idle
+    before each step (0.03: a 30 Hz rig's pace, where a step finds its core's caches
+    cold).
     """
-    steppers = steppers_of(version)
+    steppers = {
+        f"{label} {graph}": stepper
+        for label, version in versions.items()
+        for graph, stepper in steppers_of(version).items()
+    }
     frame_shape = next(iter(steppers.values())).session.get_inputs()[0].shape[2:]
     rng = np.random.default_rng(0)
     inputs = {
