@@ -165,8 +165,8 @@ def _rewire(graph: onnx.GraphProto, layer: RingLayer, shape: list[int]) -> list[
     ]
 
 
-def _planar(graph: onnx.GraphProto) -> int:
-    """Spatial convolutions (kernel 1 x kh x kw) of one frame as 2D ones; returns how many.
+def _planar(graph: onnx.GraphProto) -> None:
+    """Spatial convolutions (kernel 1 x kh x kw) of one frame as 2D ones.
 
     A ring graph holds one frame, so the time axis is squeezed out around each: ONNX
     Runtime runs 2D convolutions in its blocked (NCHWc) layout, which it does not for
@@ -175,7 +175,7 @@ def _planar(graph: onnx.GraphProto) -> int:
     """
     values = {i.name: i for i in graph.initializer}
     axis = _constant(graph, "planar/time", np.array([2], np.int64))
-    nodes, converted = [], 0
+    nodes = []
     for node in graph.node:
         kernel = next((list(a.ints) for a in node.attribute if a.name == "kernel_shape"), [])
         if node.op_type != "Conv" or len(kernel) != 3 or kernel[0] != 1:
@@ -203,10 +203,8 @@ def _planar(graph: onnx.GraphProto) -> int:
             ),
             helper.make_node("Unsqueeze", [f"{name}/planar", axis], [y], name=f"{name}/time"),
         ]
-        converted += 1
     del graph.node[:]
     graph.node.extend(nodes)
-    return converted
 
 
 def _value(name: str, dims: list[int | str], dtype: int = TensorProto.FLOAT) -> onnx.ValueInfoProto:

@@ -17,12 +17,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
 
 from sensorium_server.scheduler import computing
-from sensorium_server.stepping import State, StateSpec, Stepper, _bind_cpu_inputs
+from sensorium_server.stepping import (
+    State,
+    StateSpec,
+    Stepper,
+    _bind_cpu_inputs,
+    _zeros,
+    device_of,
+)
 
 HEAD = "ring_head"
 
@@ -34,14 +42,19 @@ class RingState(list[ort.OrtValue]):
         """``rings`` on the device; ``host`` keeps the arrays CPU rings share alive."""
         super().__init__(rings)
         self.host = list(host)
+        self.pointers = [ring.data_ptr() for ring in rings]  # where each ring's slot 0 is
         self.steps = 0
 
 
-def _touched_zeros(slots: int, spec: StateSpec) -> np.ndarray:
-    """A zero ring whose pages are in memory (``np.zeros`` maps them lazily)."""
-    ring = np.empty((slots, 1, spec.shape[0], *spec.shape[2:]), np.float32)
-    ring.fill(0.0)
-    return ring
+@dataclass(frozen=True)
+class _Layer:
+    """One state's names in the ring graph, its ring's slots and one slot's size."""
+
+    ring: str
+    frame: str
+    slots: int
+    frame_shape: list[int]  # (1, 1, C, H, W): one slot
+    slot_bytes: int
 
 
 class RingStepper(Stepper):
@@ -51,20 +64,24 @@ class RingStepper(Stepper):
         """Run the ring graph ``session`` for the states ``specs`` (the step graph's)."""
         self.session = session
         self.specs = list(specs)
-        self.device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self.device = device_of(session)
         self.responses = session.get_outputs()[0].name
         inputs = {i.name: i.shape for i in session.get_inputs()}
-        self.rings, self.frames = [], []
+        self.layers = []
         for spec in self.specs:
             suffix = spec.input.split("_", 1)[1]
-            ring, frame = f"ring_{suffix}", f"frame_{suffix}"
+            ring = f"ring_{suffix}"
             channels, frames, height, width = spec.shape
             if inputs.get(ring) != [frames + 1, 1, channels, height, width]:
                 raise ValueError(f"ring graph: {ring} is {inputs.get(ring)}, not a ring of {spec}")
-            self.rings.append(ring)
-            self.frames.append(frame)
-        self.slots = [spec.shape[1] + 1 for spec in self.specs]
-        self.period = math.lcm(*self.slots)  # the step count, kept small
+            shape = [1, 1, channels, height, width]
+            size = 4 * channels * height * width  # float32
+            self.layers.append(_Layer(ring, f"frame_{suffix}", frames + 1, shape, size))
+        self.period = math.lcm(*(layer.slots for layer in self.layers))  # steps, kept small
+
+    def _state(self, host: list[np.ndarray]) -> RingState:
+        rings = [ort.OrtValue.ortvalue_from_numpy(a, self.device, 0) for a in host]
+        return RingState(rings, host if self.device == "cpu" else [])
 
     def initial_state(self, batch: int = 1) -> State:
         """Zero rings of a new trial: a stream's own, written in place as it steps.
@@ -75,33 +92,28 @@ class RingStepper(Stepper):
         """
         if batch != 1:
             raise ValueError("a ring graph steps one stream (batch 1)")
-        host = [
-            _touched_zeros(slots, spec) for slots, spec in zip(self.slots, self.specs, strict=True)
-        ]
-        return RingState([self._device(a) for a in host], host if self.device == "cpu" else [])
-
-    def _device(self, array: np.ndarray) -> ort.OrtValue:
-        return ort.OrtValue.ortvalue_from_numpy(array, self.device, 0)
+        return self._state(
+            [_zeros((layer.slots, *layer.frame_shape[1:]), writeable=True) for layer in self.layers]
+        )
 
     def adopt(self, arrays: Sequence[np.ndarray]) -> State:
         """State in the step graph's form (1, C, T, H, W) per state, as rings."""
         host = []
-        for array, slots in zip(arrays, self.slots, strict=True):
-            ring = np.empty((slots, 1, array.shape[1], *array.shape[3:]), np.float32)
-            ring[slots - 1] = 0.0
-            ring[: slots - 1, 0] = np.moveaxis(array[0], 1, 0)  # oldest first, slot 0 on
+        for array, layer in zip(arrays, self.layers, strict=True):
+            ring = np.empty((layer.slots, *layer.frame_shape[1:]), np.float32)
+            ring[-1] = 0.0
+            ring[:-1, 0] = np.moveaxis(array[0], 1, 0)  # oldest first, slot 0 on
             host.append(ring)
-        return RingState([self._device(a) for a in host], host if self.device == "cpu" else [])
+        return self._state(host)
 
     def arrays(self, state: State) -> list[np.ndarray]:  # type: ignore[override]
         """The state in the step graph's form, oldest frame first (copies, read-only)."""
         if not isinstance(state, RingState):
             return Stepper.arrays(state)
         arrays = []
-        for value, slots in zip(state, self.slots, strict=True):
-            ring = value.numpy()
-            order = (state.steps + np.arange(slots - 1)) % slots
-            array = np.ascontiguousarray(np.moveaxis(ring[order, 0], 0, 1)[None])
+        for value, layer in zip(state, self.layers, strict=True):
+            order = (state.steps + np.arange(layer.slots - 1)) % layer.slots
+            array = np.ascontiguousarray(np.moveaxis(value.numpy()[order, 0], 0, 1)[None])
             array.flags.writeable = False
             arrays.append(array)
         return arrays
@@ -111,25 +123,28 @@ class RingStepper(Stepper):
         if not isinstance(state, RingState):
             raise TypeError("a ring graph steps the state it made (initial_state or adopt)")
         frames = int(inputs["video"].shape[1])
+        if frames == 1:
+            return self._one(inputs, state), state
         responses = [
             self._one({n: a[:, t : t + 1] for n, a in inputs.items()}, state) for t in range(frames)
         ]
-        return (responses[0] if frames == 1 else np.concatenate(responses, axis=1)), state
+        return np.concatenate(responses, axis=1), state
 
     def _one(self, inputs: dict[str, np.ndarray], state: RingState) -> np.ndarray:
         binding = self.session.io_binding()
         _bind_cpu_inputs(binding, inputs)
         binding.bind_cpu_input(HEAD, np.array(state.steps, np.int64))
         binding.bind_output(self.responses, "cpu")
-        for ring, frame, value, slots in zip(
-            self.rings, self.frames, state, self.slots, strict=True
-        ):
-            binding.bind_ortvalue_input(ring, value)
-            shape = value.shape()
-            size = value.tensor_size_in_bytes() // slots
-            free = (state.steps + slots - 1) % slots  # the slot outside this step's frames
+        for layer, value, pointer in zip(self.layers, state, state.pointers, strict=True):
+            binding.bind_ortvalue_input(layer.ring, value)
+            free = (state.steps + layer.slots - 1) % layer.slots  # outside this step's frames
             binding.bind_output(
-                frame, self.device, 0, np.float32, [1, *shape[1:]], value.data_ptr() + free * size
+                layer.frame,
+                self.device,
+                0,
+                np.float32,
+                layer.frame_shape,
+                pointer + free * layer.slot_bytes,
             )
         with computing():
             self.session.run_with_iobinding(binding)

@@ -245,10 +245,13 @@ def _streaming(
 ) -> tuple[Stepper | WindowStepper | None, Stepper | None]:
     """What steps streams of a mouse, and what runs long clips in chunks."""
     if streaming.mode == "state" and graphs.step is not None:
-        streams = graphs.ring if graphs.ring is not None and settings.ring else graphs.step
-        stepper = RingStepper if streams == graphs.ring else Stepper
+        step: Stepper
+        if graphs.ring is not None and settings.ring:
+            step = RingStepper(_open(graphs.ring, settings, settings.intra_op_threads), states)
+        else:
+            step = Stepper(_open(graphs.step, settings, settings.intra_op_threads), states)
         return (
-            stepper(_open(streams, settings, settings.intra_op_threads), states),
+            step,
             Stepper(
                 _open(graphs.step, settings, settings.clip_threads, settings.clip_priority),
                 states,

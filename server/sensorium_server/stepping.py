@@ -44,11 +44,11 @@ def _bind_cpu_inputs(binding: ort.IOBinding, arrays: dict[str, np.ndarray]) -> N
         binding.bind_cpu_input(name, np.ascontiguousarray(array))
 
 
-def _zeros(shape: tuple[int, ...]) -> np.ndarray:
+def _zeros(shape: tuple[int, ...], writeable: bool = False) -> np.ndarray:
     """A zero float32 array whose pages are already in memory (``np.zeros`` maps them lazily)."""
     array = np.empty(shape, dtype=np.float32)
     array.fill(0.0)
-    array.flags.writeable = False
+    array.flags.writeable = writeable
     return array
 
 
