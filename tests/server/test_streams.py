@@ -117,6 +117,34 @@ def test_native_resume_keeps_state_and_replays_a_lost_reply_once(resumable: Serv
         proxy.close()
 
 
+def test_a_break_during_a_step_keeps_the_step_once(resumable: ServerThread) -> None:
+    """The call breaks while its frame steps (the default model's ring graph writes the
+    state in place): the step is kept, and the frame sent again after the resume is its
+    replay, so the stream's answers stay those of one Predict. Breaks land before,
+    during and just after steps of about 2 ms."""
+    trial = _trial(45, seed=8)
+    with Client(resumable.target) as client:
+        expected = client.predict(*trial, model="sensorium")
+    stream = Raw(resumable.target, pb.StreamOpen(model="sensorium"))
+    session_id, got, replayed = stream.opened.session_id, [], 0
+    for t in range(45):
+        if t % 3 == 2:
+            stream.requests.put(_frames(trial, t))
+            time.sleep((t % 5) * 0.0007)
+            stream.replies.cancel()
+            stream.close()
+            time.sleep(0.05)
+            stream = Raw(resumable.target, pb.StreamOpen(resume_session_id=session_id))
+            assert stream.opened.next_frame in (t, t + 1)
+        reply = stream.send(_frames(trial, t)).responses
+        replayed += reply.replayed
+        got.append(from_tensor(reply.responses))
+    stream.close()
+    assert replayed > 0  # some breaks came after the step had begun
+    relative = np.abs(np.concatenate(got) - expected).max() / np.abs(expected).max()
+    assert relative < 1e-4
+
+
 def test_resume_refusals_name_the_reason(resumable: ServerThread, sample: Trial) -> None:
     stream = Raw(resumable.target, pb.StreamOpen(model="tiny"))
     session_id = stream.opened.session_id
