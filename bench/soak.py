@@ -21,11 +21,13 @@ all with ``--max-connection-age-s 60``:
   freed memory swings by hundreds of MB with the clips in flight), and the growth
   compares the median of minutes 6 to 10 with that of the last 5 minutes.
 
-A frame is *dropped* when the rig could not send it in its 33 ms slot (the
-previous step had not come back; a rig skips it, as a real one would); an *error*
-is any exception a client saw: a rig's step that raised is a frame lost. Per
-minute it prints p50/p99, errors, dropped frames, handoffs, resumes, clip frames/s,
-churned sessions and RSS, and a summary table at the end, with the load average.
+A *wrong* answer is one off a ``Predict`` of the rig's trial by more than 1e-3
+(relative): state lost or stepped twice across a break, a handoff or a resume. A
+frame is *dropped* when the rig could not send it in its 33 ms slot (the previous
+step had not come back; a rig skips it, as a real one would); an *error* is any
+exception a client saw: a rig's step that raised is a frame lost. Per minute it
+prints p50/p99, errors, dropped frames, wrong answers, handoffs, resumes, clip
+frames/s, churned sessions and RSS, and a summary table at the end, with the load average.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RATE_HZ = 30.0
 WARM_UP_MINUTES = 5
 BUDGET_MS = 1000 / RATE_HZ
+WRONG = 1e-3  # relative difference from one Predict beyond which a rig's answer is wrong
 # The rigs start stepping this long after the clip clients start: the figures are of
 # streams *while* clips loop. Started in the same instant as the clips' first calls,
 # the rigs' first second had steps of up to 85 ms (0, 1 and 10 dropped frames in
@@ -196,6 +199,7 @@ class Minutes:
             "server": [],  # (round trip, server queue, graph run) of each step, ms
             "errors": 0,
             "dropped": 0,
+            "wrong": 0,
             "frames": 0,
             "handoffs": 0,
             "resumes": 0,
@@ -247,9 +251,14 @@ def rig(
     """One rig: steps one frame per 33 ms slot, a new trial every 300 frames.
 
     Its first stream is opened before the clock starts (``go``: every rig opened, then
-    the start), as a rig opens its stream before the experiment begins.
+    the start), as a rig opens its stream before the experiment begins. Every answer is
+    checked against one ``Predict`` of the trial, made first: an answer off it (state
+    lost or stepped twice across a break, a handoff or a resume) counts as ``wrong``.
     """
     video, behavior, pupil = trial(300, seed)
+    with Client(target, timeout=600) as client:
+        expected = client.predict(video, behavior, pupil, model="sensorium")
+    scale = float(np.abs(expected).max())
     opened, started = go
     while not stop.is_set():
         try:
@@ -270,9 +279,11 @@ def rig(
                         continue
                     time.sleep(max(0.0, due - now))
                     sent = time.perf_counter()
-                    session.step(video[t], behavior[t], pupil[t])
+                    answer = session.step(video[t], behavior[t], pupil[t])
                     took = (time.perf_counter() - sent) * 1e3
                     stats.add("latency", took)
+                    if np.abs(answer.reshape(-1) - expected[t]).max() > WRONG * scale:
+                        stats.add("wrong")
                     if session.timing is not None:  # None only if the step's reply had none
                         timing = session.timing
                         stats.add("server", (took, timing.queue_ms, timing.compute_ms))
@@ -464,7 +475,8 @@ def measure(  # noqa: D103
     drains: list[tuple[int, str, int, float]] = []
     print(
         f"{'min':>3} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'frames':>7} {'errors':>6} "
-        f"{'dropped':>7} {'handoffs':>8} {'resumes':>7} {'clip fr/s':>9} {'churned':>7} "
+        f"{'dropped':>7} {'wrong':>5} {'handoffs':>8} {'resumes':>7} {'clip fr/s':>9} "
+        f"{'churned':>7} "
         f"{'RSS L MB':>8} {'heap L MB':>10} {'RSS A/B MB':>11} {'load':>5}",
         flush=True,
     )
@@ -501,7 +513,8 @@ def print_minute(  # noqa: D103
     print(
         f"{m + 1:3d} {np.percentile(ms, 50):7.2f} {np.percentile(ms, 99):7.2f} "
         f"{np.max(ms):7.1f} {d.get('frames', 0):7d} {d.get('errors', 0):6d} "
-        f"{d.get('dropped', 0):7d} {d.get('handoffs', 0):8d} {d.get('resumes', 0):7d} "
+        f"{d.get('dropped', 0):7d} {d.get('wrong', 0):5d} {d.get('handoffs', 0):8d} "
+        f"{d.get('resumes', 0):7d} "
         f"{d.get('clip_frames', 0) / 60:9.1f} {d.get('sessions', 0):7d} "
         f"{rss.get('L', 0):8.0f} {held:>10s} {pair:>11s} {os.getloadavg()[0]:5.2f}",
         flush=True,
@@ -572,6 +585,12 @@ def summary(  # noqa: D103
         ("stream step p99 (ms)", p99, "<= 33", p99 <= BUDGET_MS),
         ("errors seen by any client", float(total.get("errors", 0)), "0", not total.get("errors")),
         ("dropped frames", float(total.get("dropped", 0)), "0", not total.get("dropped")),
+        (
+            "wrong answers (off one Predict by > 1e-3)",
+            float(total.get("wrong", 0)),
+            "0",
+            not total.get("wrong"),
+        ),
         ("clip throughput (frames/s)", total.get("clip_frames", 0) / (minutes * 60), "", None),
         *where_time_went(total.get("server", [])),
     ]
