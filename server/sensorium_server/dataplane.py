@@ -11,7 +11,7 @@ import functools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -38,8 +38,6 @@ from sensorium_server.stepping import run_graph
 
 if TYPE_CHECKING:
     from sensorium_server.live import LiveRepository
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -418,13 +416,10 @@ class DataPlane:
         # A ring graph writes the state in place: once a step is under way, its frames are
         # part of the stream even if the call breaks meanwhile, so the step is finished
         # and kept (a resume then replays its reply) before the cancellation goes on.
-        run = asyncio.ensure_future(
-            self.scheduler.run(
-                functools.partial(session.mouse.stepper.run, feeds, session.state),
-                (session.model.name, "step"),
-            )
+        (outputs, state), timing, cancelled = await self.scheduler.run_to_end(
+            functools.partial(session.mouse.stepper.run, feeds, session.state),
+            (session.model.name, "step"),
         )
-        ((outputs, state), timing), cancelled = await _to_the_end(run)
         self.statistics.executed(session.model.name, session.model.version.version, timing)
         if not session.state:  # closed while the step ran
             if cancelled:
@@ -450,22 +445,6 @@ class DataPlane:
     def close_stream(self, session: StreamSession) -> None:
         """End a session and free its state."""
         self.sessions.close(session)
-
-
-async def _to_the_end(task: asyncio.Future[T]) -> tuple[T, bool]:
-    """``task``'s result, and whether the caller was cancelled while it ran.
-
-    The caller's cancellation waits for the task to finish; a cancellation of the task
-    itself (the server stopping before it ran) propagates.
-    """
-    cancelled = False
-    while True:
-        try:
-            return await asyncio.shield(task), cancelled
-        except asyncio.CancelledError:
-            if task.cancelled():
-                raise
-            cancelled = True  # the task may have finished just before: its result is taken
 
 
 def _answered(session: StreamSession, first: int) -> int:

@@ -215,11 +215,31 @@ class Scheduler:
         """Run ``work`` (one inference) on a lane; ``labels`` (model, graph) name it.
 
         The graph label picks the lane: ``step`` runs on the step lane, anything else
-        (``clip``) on the clip lane.
+        (``clip``) on the clip lane. A cancelled caller leaves the work (dropped if it
+        had not started).
 
         Raises:
             LimitExceededError: when that lane's queue is full.
         """
+        result, timing, _ = await self._run(work, labels, keep=False)
+        return result, timing
+
+    async def run_to_end(
+        self, work: Callable[[], T], labels: tuple[str, str]
+    ) -> tuple[T, Timing, bool]:
+        """As :meth:`run`, but the work is never dropped once submitted.
+
+        A cancellation of the caller waits for the work to finish (for work whose
+        effects must be kept, such as a step that writes a stream's state in place);
+        the third value says whether the caller was cancelled meanwhile, and the
+        caller then raises ``CancelledError`` itself. Work the lane cancelled (the
+        server stopping before it ran) raises ``CancelledError`` here.
+        """
+        return await self._run(work, labels, keep=True)
+
+    async def _run(
+        self, work: Callable[[], T], labels: tuple[str, str], keep: bool
+    ) -> tuple[T, Timing, bool]:
         lane = self._lanes["step" if labels[1] == "step" else "clip"]
         lane.admit()
         submitted = time.perf_counter()
@@ -229,14 +249,23 @@ class Scheduler:
             result = work()  # its graph run alone at the lane's priority: computing()
             return result, started, time.perf_counter()
 
+        cancelled = False
         try:
-            result, started, done = await lane.submit(timed)
+            future = lane.submit(timed)
+            while True:
+                try:  # a shielded plain future: no task per step
+                    result, started, done = await (asyncio.shield(future) if keep else future)
+                    break
+                except asyncio.CancelledError:
+                    if not keep or future.cancelled():
+                        raise
+                    cancelled = True  # it may have finished just before: its result is taken
         finally:
             lane.pending -= 1
         timing = Timing(started - submitted, done - started)
         if self._observe is not None:
             self._observe(*labels, timing)
-        return result, timing
+        return result, timing, cancelled
 
     def close(self, timeout: float | None = None) -> int:
         """Stop the workers: queued work is cancelled, running work gets ``timeout`` s.
