@@ -48,7 +48,7 @@ def in_process(version: Path, kind: str, steps: int) -> dict[str, float]:
     """
     manifest = json.loads((version / "manifest.json").read_text())
     step_path = version / manifest["mice"][0]["graphs"]["step"]
-    specs = [StateSpec(s["input"], s["output"], tuple(s["shape"])) for s in manifest["state"]]
+    specs = StateSpec.of_manifest(manifest)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1  # as the server runs steps (--intra-op-threads)
     session = ort.InferenceSession(str(step_path), options, providers=providers(kind))

@@ -97,7 +97,7 @@ def batching_curve(step: Path, batches: tuple[int, ...] = (1, 2, 4, 8, 16)) -> d
 def steppers_of(version: Path) -> dict[str, Stepper]:
     """The version's step graph and ring graph as the server steps them (1 thread)."""
     manifest = json.loads((version / "manifest.json").read_text())
-    specs = [StateSpec(s["input"], s["output"], tuple(s["shape"])) for s in manifest["state"]]
+    specs = StateSpec.of_manifest(manifest)
     graphs = manifest["mice"][0]["graphs"]
     steppers = {"step graph": Stepper(session(version / graphs["step"]), specs)}
     if "ring" in graphs:

@@ -186,10 +186,7 @@ def check_stream_parity(mouse: MouseRuntime, frame_shape: tuple[int, int]) -> fl
 def load_version(path: Path, settings: Settings) -> LoadedModel:
     """Read, verify, open, warm up and parity-check one version folder."""
     version = read_version(path)
-    states = [
-        StateSpec(s["input"], s["output"], tuple(int(d) for d in s["shape"]))
-        for s in version.manifest["state"]
-    ]
+    states = StateSpec.of_manifest(version.manifest)
     loaded = LoadedModel(version, {})
     for name, graphs in version.mice.items():
         entry = next(m for m in version.manifest["mice"] if m["mouse"] == name)

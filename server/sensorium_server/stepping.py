@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -59,6 +60,14 @@ class StateSpec:
     input: str
     output: str
     shape: tuple[int, ...]
+
+    @classmethod
+    def of_manifest(cls, manifest: dict[str, Any]) -> list[StateSpec]:
+        """The state tensors a version's manifest lists, in graph order."""
+        return [
+            cls(s["input"], s["output"], tuple(int(d) for d in s["shape"]))
+            for s in manifest["state"]
+        ]
 
 
 def device_of(session: ort.InferenceSession) -> str:

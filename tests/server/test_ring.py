@@ -17,7 +17,7 @@ from tests.serving import DEFAULT_MODEL, ServerThread, local_settings
 
 def _steppers(version: Path) -> tuple[Stepper, RingStepper]:
     manifest = json.loads((version / "manifest.json").read_text())
-    specs = [StateSpec(s["input"], s["output"], tuple(s["shape"])) for s in manifest["state"]]
+    specs = StateSpec.of_manifest(manifest)
     graphs = manifest["mice"][0]["graphs"]
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
