@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import threading
 import time
@@ -85,6 +86,21 @@ def heap() -> Heap | None:
 def trim() -> bool:
     """Return free heap memory to the OS; True when some was returned."""
     return bool(_LIBC.malloc_trim(0)) if _LIBC is not None else False
+
+
+def freeze_start_up() -> int:
+    """Move every Python object alive now out of the garbage collector's sight; their count.
+
+    Called once the models are loaded: the modules, protobuf descriptors and model
+    objects of start-up live as long as the process. A full collection walks every
+    object the collector tracks, and on 8,000-neuron models that took 12 to 13 ms (on
+    the server's event loop, every stream waiting) about once a minute under clip load.
+    Frozen, they are skipped; what is made later (sessions, reloaded versions) is
+    collected as before.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 class HeapTrimmer(threading.Thread):

@@ -311,7 +311,12 @@ async def serve(settings: Settings) -> int:
         await server.stop(0)
         return 1
     if not stopping.done():
-        logger.info("serving %d model versions", len(server.plane.store.models))
+        frozen = memory.freeze_start_up()
+        logger.info(
+            "serving %d model versions (%d start-up objects frozen for the GC)",
+            len(server.plane.store.models),
+            frozen,
+        )
     await stopping
     logger.info(
         "draining: NOT_SERVING for %g s, then open calls get %g s",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 import urllib.request
@@ -73,3 +74,13 @@ def test_zero_interval_never_trims(repository: Path) -> None:
         assert running.server.trimmer is None
     finally:
         running.stop()
+
+
+def test_freeze_start_up_hides_live_objects_from_the_collector() -> None:
+    try:
+        frozen = memory.freeze_start_up()
+        assert frozen == gc.get_freeze_count() > 1_000
+        tracked = len(gc.get_objects())  # only what the collector still walks
+        assert tracked < frozen
+    finally:
+        gc.unfreeze()  # the test process goes on collecting as before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import queue
+import re
 import time
 import urllib.request
 from pathlib import Path
@@ -203,6 +204,9 @@ def test_sigterm_hands_over_streams_and_finishes_clips_then_exits_0(
                 assert clip.result(30).shape == (len(sample[0]), 8000)
         assert server.wait(15) == 0
         log = "".join(server.log)
+        frozen = re.search(r"\((\d+) start-up objects frozen for the GC\)", log)
+        assert frozen is not None, log[:2000]
+        assert int(frozen.group(1)) > 10_000
         assert "stopped" in log
         assert "Traceback" not in log[log.index("draining") :]
     finally:
