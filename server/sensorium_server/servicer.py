@@ -157,10 +157,9 @@ class PredictorServicer(pb_grpc.PredictorServicer):
     async def _hand_over(self, stream: StreamCall, session: StreamSession) -> None:
         """Send the session's state in the stream's last message (``draining``)."""
         async with session.lock:
-            snapshot = convert.snapshot_message(self._plane.snapshot(session))
-        await stream.write(
-            pb.StreamPredictResponse(draining=pb.StreamDraining(reason=DRAINING, snapshot=snapshot))
-        )
+            snapshot = self._plane.snapshot(session)
+        # Off the loop: a drain sends every open stream's state at once.
+        await stream.write(await asyncio.to_thread(convert.snapshot_reply, snapshot, DRAINING))
         self._plane.metrics.stream_events.labels("handed_off").inc()
 
     async def _open(self, request: pb.StreamOpen, owner: Attachment) -> tuple[StreamSession, int]:
@@ -207,7 +206,7 @@ class PredictorServicer(pb_grpc.PredictorServicer):
 
     async def _handle(
         self, session: StreamSession, request: pb.StreamPredictRequest
-    ) -> pb.StreamPredictResponse:
+    ) -> pb.StreamPredictResponse | bytes:
         kind = request.WhichOneof("kind")
         if kind == "reset":
             async with session.lock:
@@ -217,8 +216,8 @@ class PredictorServicer(pb_grpc.PredictorServicer):
             )
         if kind == "snapshot":
             async with session.lock:
-                snapshot = convert.snapshot_message(self._plane.snapshot(session))
-            return pb.StreamPredictResponse(snapshot=snapshot)
+                snapshot = self._plane.snapshot(session)
+            return await asyncio.to_thread(convert.snapshot_reply, snapshot)
         if kind != "frames":
             raise FailedPreconditionError(
                 f"expected 'frames', 'reset' or 'snapshot' on an open stream, got {kind!r}"

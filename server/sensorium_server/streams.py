@@ -115,8 +115,8 @@ class StreamCall:
                 while await self._context.read() is not grpc.aio.EOF:
                     pass
 
-    async def write(self, reply: pb.StreamPredictResponse) -> None:
-        """Send ``reply``.
+    async def write(self, reply: pb.StreamPredictResponse | bytes) -> None:
+        """Send ``reply`` (a message, or one serialized).
 
         Raises:
             IdleTimeoutError: when the client did not take it for the idle timeout.
