@@ -32,6 +32,7 @@ from sensorium_client.recovery import (
     Recovery,
     backoff,
     recoverable,
+    recovery_pause,
 )
 
 
@@ -312,7 +313,7 @@ class AsyncStreamSession:
                     raise from_rpc_error(err) from None
                 if time.monotonic() > deadline:
                     raise self.recovery.lost(err) from None
-            await asyncio.sleep(backoff(attempt))
+            await asyncio.sleep(recovery_pause(attempt))
             attempt += 1
         done = self.recovery.again(pending)
         if done is None:

@@ -32,6 +32,7 @@ from sensorium_client.recovery import (
     Recovery,
     backoff,
     recoverable,
+    recovery_pause,
 )
 
 logger = logging.getLogger(__name__)
@@ -409,7 +410,7 @@ class StreamSession:
                 error = err
             except StopIteration:
                 raise self.recovery.lost(error) from None
-            time.sleep(backoff(attempt))
+            time.sleep(recovery_pause(attempt))
             attempt += 1
         done = self.recovery.again(pending)
         if done is None:
