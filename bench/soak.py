@@ -27,7 +27,9 @@ frame is *dropped* when the rig could not send it in its 33 ms slot (the previou
 step had not come back; a rig skips it, as a real one would); an *error* is any
 exception a client saw: a rig's step that raised is a frame lost. Per minute it
 prints p50/p99, errors, dropped frames, wrong answers, handoffs, resumes, clip
-frames/s, churned sessions and RSS, and a summary table at the end, with the load average.
+frames/s, churned sessions and RSS, and a summary table at the end, with the load average;
+the soak's summary also gives how long a step took that moved to the other replica (the
+gap a rig sees at a handoff) and the frames dropped just after one.
 """
 
 from __future__ import annotations
@@ -199,6 +201,8 @@ class Minutes:
             "server": [],  # (round trip, server queue, graph run) of each step, ms
             "errors": 0,
             "dropped": 0,
+            "dropped_after_handoff": 0,  # in the slots just after a step that moved replica
+            "handoff_latency": [],  # ms of each step during which the stream moved
             "wrong": 0,
             "frames": 0,
             "handoffs": 0,
@@ -268,13 +272,15 @@ def rig(
                     started.wait()
                     time.sleep(offset)
                 handoffs = resumes = 0
-                start, slot, t = time.perf_counter(), 0, 0
+                start, slot, t, moved = time.perf_counter(), 0, 0, False
                 while not stop.is_set():
                     now = time.perf_counter()
                     due = start + slot / RATE_HZ
                     if now > due + 1 / RATE_HZ:  # missed whole slots: those frames are dropped
                         missed = int((now - due) * RATE_HZ)
                         stats.add("dropped", missed)
+                        if moved:
+                            stats.add("dropped_after_handoff", missed)
                         slot += missed
                         continue
                     time.sleep(max(0.0, due - now))
@@ -292,8 +298,10 @@ def rig(
                     if t == 300:
                         session.reset()
                         t = 0
-                    if session.recovery.handoffs != handoffs:
+                    moved = session.recovery.handoffs != handoffs
+                    if moved:
                         stats.add("handoffs", session.recovery.handoffs - handoffs)
+                        stats.add("handoff_latency", took)
                         handoffs = session.recovery.handoffs
                     if session.recovery.resumes != resumes:
                         stats.add("resumes", session.recovery.resumes - resumes)
@@ -596,9 +604,18 @@ def summary(  # noqa: D103
     ]
     if not args.mixed:
         bad_exit = [d for d in drains if d[2] != 0]
+        moved = np.asarray(total.get("handoff_latency") or [np.nan])
         rows += [
             ("drains (SIGTERM) / handoffs seen by rigs", float(len(drains)), "", None),
             ("  handoffs", float(total.get("handoffs", 0)), "", None),
+            ("  a step that moved replica: median (ms)", float(np.median(moved)), "", None),
+            ("  a step that moved replica: max (ms)", float(np.max(moved)), "", None),
+            (
+                "  dropped just after a handoff",
+                float(total.get("dropped_after_handoff", 0)),
+                "",
+                None,
+            ),
             ("  resumes", float(total.get("resumes", 0)), "", None),
             ("  drains that exited non-zero", float(len(bad_exit)), "0", not bad_exit),
             ("  slowest drain to exit (s)", max((d[3] for d in drains), default=0.0), "", None),

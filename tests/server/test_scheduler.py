@@ -89,6 +89,27 @@ def test_work_whose_caller_went_away_while_queued_never_runs() -> None:
     asyncio.run(after_close())
 
 
+def test_close_cancels_the_work_still_queued() -> None:
+    scheduler = Scheduler(workers=1, max_queue=4)
+    release = threading.Event()
+    ran: list[str] = []
+
+    async def main() -> None:
+        busy = asyncio.ensure_future(scheduler.run(lambda: release.wait(10), ("m", "step")))
+        await asyncio.sleep(0.05)  # the one step thread is taken
+        queued = asyncio.ensure_future(scheduler.run(lambda: ran.append("queued"), ("m", "step")))
+        await asyncio.sleep(0.05)
+        scheduler.close(timeout=0)  # the busy thread is still inside its work
+        release.set()
+        assert (await busy)[0] is True  # the work under way finishes
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+
+    asyncio.run(main())
+    assert ran == []
+    assert scheduler.close(timeout=5) == 0
+
+
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="needs Linux scheduling policies")
 def test_a_clip_thread_is_below_normal_priority_only_inside_the_graph_run() -> None:
     """Holding the GIL at idle priority would stall every thread: only the run is idle."""
