@@ -158,8 +158,7 @@ class PredictorServicer(pb_grpc.PredictorServicer):
         """Send the session's state in the stream's last message (``draining``)."""
         async with session.lock:
             snapshot = self._plane.snapshot(session)
-        # Off the loop: a drain sends every open stream's state at once.
-        await stream.write(await asyncio.to_thread(convert.snapshot_reply, snapshot, DRAINING))
+        await stream.write(convert.snapshot_reply(snapshot, DRAINING))
         self._plane.metrics.stream_events.labels("handed_off").inc()
 
     async def _open(self, request: pb.StreamOpen, owner: Attachment) -> tuple[StreamSession, int]:
@@ -217,7 +216,7 @@ class PredictorServicer(pb_grpc.PredictorServicer):
         if kind == "snapshot":
             async with session.lock:
                 snapshot = self._plane.snapshot(session)
-            return await asyncio.to_thread(convert.snapshot_reply, snapshot)
+            return convert.snapshot_reply(snapshot)
         if kind != "frames":
             raise FailedPreconditionError(
                 f"expected 'frames', 'reset' or 'snapshot' on an open stream, got {kind!r}"
