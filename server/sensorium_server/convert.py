@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -147,18 +148,7 @@ def snapshot_reply(snapshot: Snapshot, draining: str | None = None) -> bytes:
     one 3-minute soak's handoff steps were slower, not faster (median 385 against 208
     ms, one run each).
     """
-    head = snapshot_message(
-        Snapshot(
-            snapshot.model,
-            snapshot.version,
-            snapshot.mouse,
-            snapshot.manifest_sha256,
-            snapshot.next_frame,
-            snapshot.trial_count,
-            {},
-            snapshot.session_id,
-        )
-    ).SerializeToString()
+    head = snapshot_message(dataclasses.replace(snapshot, state={})).SerializeToString()
     body: list[wire.Piece] = [head]
     for name, array in snapshot.state.items():
         item = [pb.NamedTensor(name=name).SerializeToString(), *tensor_field(_TENSOR_FIELD, array)]

@@ -6,6 +6,7 @@ import asyncio
 import os
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -61,16 +62,24 @@ def test_a_full_lane_refuses_and_the_other_lane_still_takes_work() -> None:
     assert scheduler.close(timeout=5) == 0
 
 
+async def _busy_and_queued(
+    scheduler: Scheduler, release: threading.Event, ran: list[str]
+) -> tuple[asyncio.Future[Any], asyncio.Future[Any]]:
+    """The one step thread held until ``release``, and a step queued behind it."""
+    busy = asyncio.ensure_future(scheduler.run(lambda: release.wait(10), ("m", "step")))
+    await asyncio.sleep(0.05)  # the one step thread is taken
+    queued = asyncio.ensure_future(scheduler.run(lambda: ran.append("queued"), ("m", "step")))
+    await asyncio.sleep(0.05)
+    return busy, queued
+
+
 def test_work_whose_caller_went_away_while_queued_never_runs() -> None:
     scheduler = Scheduler(workers=1, max_queue=4)
     release = threading.Event()
     ran: list[str] = []
 
     async def main() -> None:
-        busy = asyncio.ensure_future(scheduler.run(lambda: release.wait(10), ("m", "step")))
-        await asyncio.sleep(0.05)  # the one step thread is taken
-        queued = asyncio.ensure_future(scheduler.run(lambda: ran.append("queued"), ("m", "step")))
-        await asyncio.sleep(0.05)
+        busy, queued = await _busy_and_queued(scheduler, release, ran)
         queued.cancel()  # a client gone before its frame reached a thread
         release.set()
         await busy
@@ -95,10 +104,7 @@ def test_close_cancels_the_work_still_queued() -> None:
     ran: list[str] = []
 
     async def main() -> None:
-        busy = asyncio.ensure_future(scheduler.run(lambda: release.wait(10), ("m", "step")))
-        await asyncio.sleep(0.05)  # the one step thread is taken
-        queued = asyncio.ensure_future(scheduler.run(lambda: ran.append("queued"), ("m", "step")))
-        await asyncio.sleep(0.05)
+        busy, queued = await _busy_and_queued(scheduler, release, ran)
         scheduler.close(timeout=0)  # the busy thread is still inside its work
         release.set()
         assert (await busy)[0] is True  # the work under way finishes
